@@ -1,0 +1,30 @@
+# The two commands of the README. Both create the virtual environment (.venv) with the pinned
+# dependencies on first use; Python >= 3.11 and make are all a fresh machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint bench clean-venv
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-cache-dir -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+## run: the default workflow (config/config.yaml): every table and figure under results/
+run: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) --workflow-profile workflow/profiles/local $(ARGS)
+
+## test: unit tests, workflow tests (real Snakemake), lint, and the SLURM test where root + apt
+test: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest tests $(ARGS)
+
+lint: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH sh -c 'ruff check src tests benchmarks && snakefmt --check Snakefile workflow && snakemake --lint'
+
+bench: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH python benchmarks/run_all.py

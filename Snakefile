@@ -1,0 +1,31 @@
+# sure-ood: the SURE-OOD recipe as a DAG, from data to published-style tables.
+# Usage: snakemake --cores 2                      (every table of config/config.yaml)
+#        snakemake results/mnist_osr/rows/posthoc/msp.json   (one row and what it needs)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prepare_data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/finalize_swa.smk"
+include: "workflow/rules/make_test_model.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/fuse.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/table.smk"
+include: "workflow/rules/histogram.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_all_targets(),

@@ -1,0 +1,3 @@
+from sure_ood.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The ``sure-ood`` command: one subcommand per workflow stage.
+
+Each stage lives in the module of the same name (``sure-ood extract`` -> ``sure_ood.extract``)
+and exposes ``add_arguments(parser)`` and ``run(args)``. Only the chosen stage's module is
+imported, so cheap stages (score, evaluate, table) do not pay for importing torch and timm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# stage name -> one-line help. The module is sure_ood.<stage name>.
+STAGES: dict[str, str] = {
+    "prepare_data": "split a benchmark into train/val/ID-test/OOD-test; write manifests + prior",
+    "train": "train one run (recipe x seed); resumable",
+    "finalize_swa": "turn a run's training state into final weights (SWA average or last)",
+    "make_test_model": "soup runs, drop the final norm, change the test resolution",
+    "extract": "one forward pass over a split: logits, features, head parameters (.npz)",
+    "odin": "ODIN scores (input perturbation; needs the network)",
+    "score": "score a feature cache with a post-hoc method (--list for the methods)",
+    "fuse": "fuse per-view (and per-model) scores of each image",
+    "evaluate": "metrics of one table row (AUROC, FPR@95, AUPR, accuracy, CIs)",
+    "compare": "paired bootstrap comparison of two rows",
+    "table": "collect rows into CSV and Markdown tables",
+    "histogram": "ID vs OOD score histogram of a row (PNG)",
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    from sure_ood import __version__
+
+    p = argparse.ArgumentParser(
+        prog="sure-ood",
+        description="SURE-OOD workflow stages. Run 'sure-ood STAGE --help' for a stage's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="stages:\n" + "\n".join(f"  {k:<16} {v}" for k, v in STAGES.items()),
+    )
+    p.add_argument("--version", action="version", version=f"sure-ood {__version__}")
+    p.add_argument("stage", choices=sorted(STAGES), metavar="STAGE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        _top_parser().parse_args(argv or ["--help"])
+        return 0
+    stage = argv[0].replace("-", "_")
+    if stage not in STAGES:
+        _top_parser().parse_args(argv[:1])  # prints the choices and exits 2
+    module = importlib.import_module(f"sure_ood.{stage}")
+    parser = argparse.ArgumentParser(prog=f"sure-ood {stage}", description=STAGES[stage])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    from sure_ood.io import InputError
+
+    try:
+        return int(module.run(args) or 0)
+    except InputError as e:
+        print(f"sure-ood {stage}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

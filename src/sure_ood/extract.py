@@ -1,0 +1,145 @@
+"""Stage ``extract``: one forward pass over one split and one view, cached for every score.
+
+Writes the feature cache of ``sure_ood.cache`` (logits, the head's input features, the
+pre-final-norm CLS feature, labels, and the head's parameters), so that every post-hoc method
+except ODIN runs without the backbone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-model", required=True, type=Path)
+    p.add_argument("--benchmark", required=True, help="benchmark config subtree (JSON)")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--split", required=True)
+    p.add_argument("--view", default="center")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def forward_cache(model, loader, device: str):
+    """Run the model once; return (logits, features, prenorm_features, labels) as numpy.
+
+    ``features`` is what the classifier sees (timm ``forward_head(pre_logits=True)``);
+    ``prenorm_features`` is the same pooled token taken before the final norm (a forward
+    hook on ``model.norm``), so one extraction serves the LN and the no-LN analyses.
+    """
+    import torch
+
+    captured: dict = {}
+    norm = getattr(model, "norm", None)
+    hook = None
+    if norm is not None and not isinstance(norm, torch.nn.Identity):
+        hook = norm.register_forward_hook(lambda m, i, o: captured.__setitem__("pre", i[0]))
+    head = model.get_classifier()
+    out = {"logits": [], "features": [], "prenorm": [], "labels": []}
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for x, y, _ in loader:
+                tokens = model.forward_features(x.to(device))
+                h = model.forward_head(tokens, pre_logits=True)
+                z = head(h)
+                pre_tokens = captured.pop("pre", tokens)
+                pre = model.forward_head(pre_tokens, pre_logits=True)
+                out["logits"].append(z.float().cpu())
+                out["features"].append(h.float().cpu())
+                out["prenorm"].append(pre.float().cpu())
+                out["labels"].append(y)
+    finally:
+        if hook is not None:
+            hook.remove()
+    arrays = {k: torch.cat(v).numpy() for k, v in out.items()}
+    for k in ("logits", "features"):
+        bad = ~np.isfinite(arrays[k]).all(axis=1)
+        if bad.any():
+            raise FloatingPointError(
+                f"{int(bad.sum())} images have non-finite {k} (first at row {int(np.argmax(bad))})"
+            )
+    return arrays
+
+
+def head_parameters(model) -> dict:
+    """The cache's head keys (weight [C, D], bias, type, temperature, clip)."""
+    head = model.get_classifier()
+    w = head.weight.detach().float().cpu().numpy()
+    if hasattr(head, "temperature"):
+        params = {"head_type": "cosine", "head_temperature": float(head.temperature)}
+        if getattr(head, "feature_clip", None) is not None:
+            params["head_feature_clip"] = float(head.feature_clip)
+        return {"head_weight": w, "head_bias": None, **params}
+    bias = None if head.bias is None else head.bias.detach().float().cpu().numpy()
+    return {"head_weight": w, "head_bias": bias, "head_type": "linear"}
+
+
+def extract(
+    test_model: Path,
+    bench: dict,
+    data_dir: Path,
+    split: str,
+    view: str,
+    out: Path,
+    batch_size: int = 256,
+    workers: int = 0,
+    threads: int = 1,
+    device: str = "auto",
+):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sure_ood.cache import FeatureCache, save_cache
+    from sure_ood.data import Normalization, make_transform, open_split, read_manifest
+    from sure_ood.models import load_model, resolve_device
+    from sure_ood.train import _test_tf
+
+    torch.set_num_threads(max(1, threads))
+    device = resolve_device(device)
+    model, spec = load_model(test_model, device)
+    manifest = read_manifest(data_dir / "manifest.parquet")
+    norm = Normalization(**bench["normalization"])
+    tf = make_transform(view, spec["img_size"], norm, **_test_tf(bench))
+    ds = open_split(bench, manifest, split, tf)
+    loader = DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
+    )
+    try:
+        arrays = forward_cache(model, loader, device)
+    except FloatingPointError as e:
+        raise FloatingPointError(f"{test_model} on split {split!r}, view {view!r}: {e}") from e
+    cache = FeatureCache(
+        logits=arrays["logits"],
+        features=arrays["features"],
+        labels=arrays["labels"].astype(np.int64),
+        prenorm_features=arrays["prenorm"],
+        source=str(out),
+        **head_parameters(model),
+    )
+    save_cache(out, cache)
+    return cache
+
+
+def run(args: argparse.Namespace) -> int:
+    cache = extract(
+        args.test_model,
+        json.loads(args.benchmark),
+        args.data_dir,
+        args.split,
+        args.view,
+        args.out,
+        args.batch_size,
+        args.workers,
+        args.threads,
+        args.device,
+    )
+    print(f"{args.out}: {len(cache)} images, {cache.num_classes} classes")
+    return 0

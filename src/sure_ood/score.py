@@ -1,0 +1,208 @@
+"""``sure-ood score``: score feature caches with one post-hoc method; one parquet of id_scores.
+
+    sure-ood score --method NAME [--param key=value ...] --features F.npz [--features G.npz ...]
+                   [--train-features T.npz] [--prior P.npy] [--stats-out S.npz] --out S.parquet
+    sure-ood score --list
+
+The method is fitted once (training features and/or class prior) and scores every
+``--features`` file. Output columns: ``split`` (file stem without a ``split~`` prefix),
+``index`` (row in that file), ``label``, ``id_score`` (float64, higher = more
+in-distribution; NaN kept), ``pred`` (argmax of the logits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sure_ood.io import InputError, atomic_path, save_npz
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--list", action="store_true", help="print every method, one per line")
+    parser.add_argument("--method", help="registered method name (see --list)")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method hyper-parameter (repeatable); VALUE is parsed as YAML (1, 0.5, true, text)",
+    )
+    parser.add_argument(
+        "--features",
+        action="append",
+        default=[],
+        metavar="F.npz",
+        help="feature cache to score (repeatable, e.g. ID test and OOD test)",
+    )
+    parser.add_argument("--train-features", help="training feature cache (fitting, prior)")
+    parser.add_argument("--prior", help=".npy class prior (length C, sums to 1)")
+    parser.add_argument("--stats-out", help="write the fitted statistics here (.npz)")
+    parser.add_argument("--out", help="output .parquet")
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """``["T=2", "fit=true"]`` -> ``{"T": 2, "fit": True}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise InputError(f"--param {item!r}: cannot parse the value ({e})") from e
+    return out
+
+
+def split_name(path: str | os.PathLike) -> str:
+    """``.../split~id_test.npz`` -> ``id_test``."""
+    stem = Path(path).name.removesuffix(".npz")
+    return stem.removeprefix("split~")
+
+
+def load_prior(path: str | os.PathLike, num_classes: int | None) -> np.ndarray:
+    from sure_ood.scores import check_prior
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: prior file not found")
+    try:
+        prior = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path}: not a readable .npy file ({e})") from e
+    return check_prior(prior, num_classes, str(path))
+
+
+def score_files(
+    method: str,
+    params: dict[str, Any] | None,
+    feature_paths: Sequence[str | os.PathLike],
+    train_path: str | os.PathLike | None = None,
+    prior_path: str | os.PathLike | None = None,
+    stats_out: str | os.PathLike | None = None,
+):
+    """Fit ``method`` once, score every feature file; returns a pandas DataFrame.
+
+    Columns: split, index, label, id_score (float64; NaN kept), pred.
+    """
+    import pandas as pd
+
+    from sure_ood import scores
+    from sure_ood.cache import load_cache
+
+    scorer = scores.get(method, **(params or {}))
+    if not feature_paths:
+        raise InputError("no --features file given")
+    needed = scorer.required_keys()
+
+    train = None
+    if train_path is not None and scorer.fitted:
+        train = load_cache(train_path)
+    if scorer.fitted and "train" in scorer.needs and train is None:
+        raise InputError(f"method {method!r} is fitted on training features: give --train-features")
+    if scorer.fitted and "prior" in scorer.needs and train is None and prior_path is None:
+        raise InputError(f"method {method!r} needs a class prior: give --prior or --train-features")
+    prior = None
+    if prior_path is not None and "prior" in scorer.needs:
+        prior = load_prior(prior_path, train.num_classes if train is not None else None)
+    if train is not None and "prior" in scorer.needs and prior is None:
+        prior = scores.prior_from_labels(train.labels, train.num_classes, str(train_path))
+    scorer.fit(train, prior)
+    fitted_classes = scorer.num_classes if scorer.fitted else None
+    fitted_from = train_path if train is not None else prior_path
+
+    frames = []
+    first_classes: tuple[int, str] | None = None
+    for path in feature_paths:
+        cache = _load_for(path, needed, method)
+        if first_classes is None:
+            first_classes = (cache.num_classes, str(path))
+        elif cache.num_classes != first_classes[0]:
+            raise InputError(
+                f"{path}: {cache.num_classes} classes, but {first_classes[1]} has "
+                f"{first_classes[0]}"
+            )
+        if fitted_classes is not None and cache.num_classes != fitted_classes:
+            raise InputError(
+                f"{path}: {cache.num_classes} classes, but {fitted_from} has {fitted_classes}"
+            )
+        s = scorer.score(cache)
+        bad = int((~np.isfinite(s)).sum())
+        if bad:
+            msg = f"{method}: {bad} of {len(s)} scores in {path} are NaN/inf (kept as NaN)"
+            log.warning(msg)
+            print(f"sure-ood score: warning: {msg}", file=sys.stderr)
+            s = np.where(np.isfinite(s), s, np.nan)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": split_name(path),
+                    "index": np.arange(len(cache), dtype=np.int64),
+                    "label": cache.labels.astype(np.int64),
+                    "id_score": s.astype(np.float64),
+                    "pred": np.asarray(cache.logits).argmax(axis=1).astype(np.int64),
+                }
+            )
+        )
+    if stats_out is not None:
+        state = scorer.state()
+        state["method"] = np.array(method)
+        save_npz(stats_out, **state)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _load_for(path: str | os.PathLike, needed: tuple[str, ...], method: str):
+    from sure_ood.cache import load_cache
+
+    cache = load_cache(path)
+    for key in needed:
+        present = key in cache.extra or getattr(cache, key, None) is not None
+        if not present:
+            if key == "odin_score":
+                raise InputError(
+                    f"{path}: missing key 'odin_score' needed by {method!r}; ODIN needs the "
+                    "network and runs in the 'odin' rule (sure-ood odin)"
+                )
+            raise InputError(f"{path}: missing key {key!r} needed by method {method!r}")
+    return cache
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        from sure_ood import scores
+
+        print("\n".join(scores.available()))
+        return 0
+    if not args.method:
+        raise InputError("--method is required (or --list)")
+    if not args.out:
+        raise InputError("--out is required")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    df = score_files(
+        args.method,
+        parse_params(args.param),
+        args.features,
+        args.train_features,
+        args.prior,
+        args.stats_out,
+    )
+    with atomic_path(args.out) as tmp:
+        df.to_parquet(tmp, index=False)
+    n_nan = int(df["id_score"].isna().sum())
+    print(
+        f"sure-ood score: {args.method}: {len(df)} images in {df['split'].nunique()} split(s)"
+        f"{f', {n_nan} NaN' if n_nan else ''} -> {args.out}"
+    )
+    return 0

@@ -1,0 +1,59 @@
+"""Post-hoc OOD scores: one method per module, registered by name.
+
+>>> from sure_ood import scores
+>>> scorer = scores.get("energy", temperature=1.0).fit(train_cache)
+>>> id_score = scorer.score(test_cache)        # float64 [N], higher = more in-distribution
+
+Importing this package imports numpy/scipy only (sklearn lazily when a method fits); torch is
+imported only inside :func:`sure_ood.scores.odin.odin_scores`.
+"""
+
+from __future__ import annotations
+
+from sure_ood.scores import (  # noqa: F401  (each import registers its method)
+    ash,
+    dice,
+    energy,
+    entropy,
+    fdbd,
+    gen,
+    gradnorm,
+    gradnorm_closed,
+    kl_matching,
+    knn,
+    mahalanobis,
+    max_logit,
+    msp,
+    odin,
+    react,
+    relative_mahalanobis,
+    rp_gradnorm,
+    rp_msp,
+    rw_energy,
+    rw_odin,
+    scale,
+    she,
+    temperature_scaling,
+    vim,
+)
+from sure_ood.scores.base import (
+    NEEDS,
+    Scorer,
+    available,
+    check_prior,
+    get,
+    params_of,
+    prior_from_labels,
+    register,
+)
+
+__all__ = [
+    "NEEDS",
+    "Scorer",
+    "available",
+    "check_prior",
+    "get",
+    "params_of",
+    "prior_from_labels",
+    "register",
+]

@@ -1,0 +1,368 @@
+"""Scorer base class, the method registry, and helpers shared by the post-hoc methods.
+
+Every method is a :class:`Scorer` subclass in its own module, registered with :func:`register`.
+Hyper-parameters are keyword arguments of ``__init__`` (with defaults, validated); fitted
+statistics come from the training cache only and round-trip through :meth:`Scorer.state` /
+:meth:`Scorer.load_state` as plain arrays (saved as ``.npz``, never pickled).
+
+Only numpy/scipy (and sklearn, lazily) are imported here: scoring a cache never imports torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import log_softmax, logsumexp, softmax
+
+from sure_ood.cache import FeatureCache
+from sure_ood.io import InputError
+
+log = logging.getLogger(__name__)
+
+NEEDS = frozenset({"logits", "features", "head", "train", "prior", "network"})
+
+# Elements of the largest temporary a chunked method may allocate (float64: 8 bytes each).
+CHUNK_ELEMENTS = 1 << 21
+
+
+class Scorer:
+    """A post-hoc OOD score: ``score(cache)`` -> float64 [N], higher = more in-distribution.
+
+    Class attributes: ``name`` (registry key), ``needs`` (subset of :data:`NEEDS`), ``fitted``
+    (True when :meth:`fit` must run before :meth:`score`). Subclasses implement ``_score``
+    and, when fitted, ``_fit``; fitted statistics are attributes named in ``_state_keys``.
+    """
+
+    name: ClassVar[str] = ""
+    needs: frozenset[str] = frozenset({"logits"})
+    fitted: bool = False
+    _state_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self._is_fitted = False
+        self._num_classes: int | None = None
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters this instance was built with."""
+        return {k: getattr(self, k) for k in _param_names(type(self))}
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._is_fitted
+
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes the fitted statistics describe (None before fitting)."""
+        return self._num_classes
+
+    def fit(self, train: FeatureCache | None, prior: np.ndarray | None = None) -> Scorer:
+        """Fit statistics on the training cache (labels allowed) and/or take the class prior.
+
+        Without ``prior``, prior-based methods use the label frequencies of ``train``.
+        Methods that fit nothing accept any input and return at once.
+        """
+        if not self.fitted:
+            return self
+        if "train" in self.needs and train is None:
+            raise InputError(f"method {self.name!r} is fitted on training features; none given")
+        if train is not None:
+            self._num_classes = train.num_classes
+        if "prior" in self.needs:
+            if prior is None:
+                if train is None:
+                    raise InputError(
+                        f"method {self.name!r} needs a class prior: give a prior or training "
+                        "features with labels"
+                    )
+                prior = prior_from_labels(train.labels, train.num_classes, train.source)
+            num_classes = train.num_classes if train is not None else None
+            prior = check_prior(prior, num_classes, "prior")
+            self._num_classes = prior.shape[0]
+        self._fit(train, prior)
+        self._is_fitted = True
+        return self
+
+    def score(self, cache: FeatureCache) -> np.ndarray:
+        """Score every image of ``cache``: float64 [N], higher = more in-distribution.
+
+        Never reads ``cache.labels``. NaN/inf from a method are returned as they are.
+        """
+        if self.fitted and not self._is_fitted:
+            raise RuntimeError(
+                f"method {self.name!r} must be fitted (fit(train, prior)) before it can score"
+            )
+        if self._num_classes is not None and cache.num_classes != self._num_classes:
+            raise InputError(
+                f"{cache.source}: has {cache.num_classes} classes but method {self.name!r} "
+                f"was fitted with {self._num_classes}"
+            )
+        out = np.asarray(self._score(cache), dtype=np.float64)
+        if out.shape != (len(cache),):
+            raise AssertionError(f"{self.name}: score shape {out.shape}, want ({len(cache)},)")
+        return out
+
+    def required_keys(self) -> tuple[str, ...]:
+        """Optional cache keys this instance reads beyond the required ones."""
+        return ()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Fitted statistics as arrays (empty for methods that fit nothing)."""
+        if not self.fitted:
+            return {}
+        if not self._is_fitted:
+            raise RuntimeError(f"method {self.name!r} is not fitted: no state to save")
+        out = {k: np.asarray(getattr(self, k)) for k in self._state_keys}
+        out["num_classes"] = np.asarray(self._num_classes, dtype=np.int64)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> Scorer:
+        """Restore statistics written by :meth:`state`."""
+        if not self.fitted:
+            return self
+        missing = [k for k in (*self._state_keys, "num_classes") if k not in state]
+        if missing:
+            raise InputError(f"state of method {self.name!r} lacks {missing}")
+        for k in self._state_keys:
+            value = np.asarray(state[k])
+            setattr(self, k, value.item() if value.ndim == 0 else value)
+        self._num_classes = int(state["num_classes"])
+        self._is_fitted = True
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+    # ---------------------------------------------------------------- to implement
+    def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        raise NotImplementedError
+
+
+# -------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Scorer]] = {}
+
+
+def register(cls: type[Scorer]) -> type[Scorer]:
+    """Class decorator: add a :class:`Scorer` subclass to the registry under ``cls.name``."""
+    if not cls.name or cls.name in _REGISTRY:
+        raise ValueError(f"scorer name {cls.name!r} empty or already registered")
+    unknown = set(cls.needs) - NEEDS
+    if unknown:
+        raise ValueError(f"{cls.name}: unknown needs {sorted(unknown)}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    """Names of every registered method, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _lookup(name: str) -> type[Scorer]:
+    if name not in _REGISTRY:
+        raise InputError(f"unknown method {name!r} (available: {', '.join(available())})")
+    return _REGISTRY[name]
+
+
+def _param_names(cls: type[Scorer]) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    return [p.name for p in sig.parameters.values() if p.name != "self"]
+
+
+def params_of(name: str) -> dict[str, Any]:
+    """Hyper-parameters of a method and their defaults."""
+    cls = _lookup(name)
+    sig = inspect.signature(cls.__init__)
+    return {p.name: p.default for p in sig.parameters.values() if p.name != "self"}
+
+
+def get(name: str, **params: Any) -> Scorer:
+    """Build method ``name``; unknown names or parameters, or bad values, raise InputError."""
+    defaults = params_of(name)
+    for key, value in params.items():
+        if key not in defaults:
+            raise InputError(
+                f"method {name!r} has no parameter {key!r} (parameters: {sorted(defaults)})"
+            )
+        params[key] = _coerce(name, key, value, defaults[key])
+    return _lookup(name)(**params)
+
+
+def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the type of the default (ints are accepted for floats)."""
+    bad = InputError(
+        f"method {name!r}: parameter {key!r} must be {type(default).__name__}, got {value!r}"
+    )
+    if isinstance(default, bool):
+        if not isinstance(value, bool | np.bool_):
+            raise bad
+        return bool(value)
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise bad
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise bad
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise bad
+    return value
+
+
+# -------------------------------------------------------------------- validation helpers
+def check_positive(name: str, key: str, value: float) -> None:
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"method {name!r}: parameter {key!r} must be > 0, got {value!r}")
+
+
+def check_range(name: str, key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InputError(
+            f"method {name!r}: parameter {key!r} must be in [{low}, {high}], got {value!r}"
+        )
+
+
+def check_choice(name: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"method {name!r}: parameter {key!r} must be one of {choices}")
+
+
+def prior_from_labels(labels: np.ndarray, num_classes: int, source: str = "train") -> np.ndarray:
+    """pi_c = n_c / N from training labels (class index = sorted class order); -1 ignored."""
+    labels = np.asarray(labels)
+    labels = labels[labels >= 0]
+    if labels.size == 0:
+        raise InputError(f"{source}: no labelled images to estimate the class prior from")
+    if labels.max() >= num_classes:
+        raise InputError(f"{source}: label {labels.max()} >= number of classes {num_classes}")
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return counts / counts.sum()
+
+
+def check_prior(prior: Any, num_classes: int | None, source: str) -> np.ndarray:
+    """A prior is a non-negative float vector of length C summing to 1 (within 1e-6)."""
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.ndim != 1:
+        raise InputError(f"{source}: the prior must be a vector, got shape {prior.shape}")
+    if num_classes is not None and prior.shape[0] != num_classes:
+        raise InputError(
+            f"{source}: the prior has length {prior.shape[0]}, the features have "
+            f"{num_classes} classes"
+        )
+    if not np.all(np.isfinite(prior)) or np.any(prior < 0):
+        raise InputError(f"{source}: the prior has negative or non-finite entries")
+    if abs(prior.sum() - 1.0) > 1e-6:
+        raise InputError(f"{source}: the prior sums to {prior.sum():.8g}, not 1")
+    return prior
+
+
+def train_labelled(train: FeatureCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, logits, labels) of the labelled (ID) training images."""
+    keep = train.labels >= 0
+    if not keep.any():
+        raise InputError(f"{train.source}: no labelled images to fit on")
+    return (
+        np.asarray(train.features[keep], dtype=np.float64),
+        np.asarray(train.logits[keep], dtype=np.float64),
+        train.labels[keep],
+    )
+
+
+# -------------------------------------------------------------------- numeric helpers
+def as_f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(z / T) in float64."""
+    return softmax(as_f64(logits) / temperature, axis=1)
+
+
+def log_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return log_softmax(as_f64(logits) / temperature, axis=1)
+
+
+def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """-E(x) = T * logsumexp(z / T)."""
+    return temperature * logsumexp(as_f64(logits) / temperature, axis=1)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """x / max(||x||_2, 1e-12) row-wise (the torch F.normalize convention)."""
+    x = as_f64(x)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def head_input(cache: FeatureCache, h: np.ndarray) -> np.ndarray:
+    """Features as the head's forward sees them: cosine heads apply their eval-time clip."""
+    h = as_f64(h)
+    if cache.head_type == "cosine" and cache.head_feature_clip is not None:
+        h = np.minimum(h, cache.head_feature_clip)
+    return h
+
+
+def head_logits(cache: FeatureCache, h: np.ndarray) -> np.ndarray:
+    """Logits of features ``h`` through the cache's head.
+
+    linear: z = W h + b; cosine: z_c = tau <h_hat, w_hat_c> after the eval-time clip (if any).
+    """
+    w = as_f64(cache.head_weight)
+    if cache.head_type == "cosine":
+        return cache.head_temperature * (l2_normalize(head_input(cache, h)) @ l2_normalize(w).T)
+    z = as_f64(h) @ w.T
+    if cache.head_bias is not None:
+        z = z + as_f64(cache.head_bias)
+    return z
+
+
+def feature_matrix(cache: FeatureCache, which: str) -> np.ndarray:
+    """``features`` or ``prenorm_features`` of a cache; the error names the file and key."""
+    if which == "features":
+        return cache.features
+    if cache.prenorm_features is None:
+        raise InputError(f"{cache.source}: missing key 'prenorm_features'")
+    return cache.prenorm_features
+
+
+def chunks(n: int, per_row: int, budget: int = CHUNK_ELEMENTS) -> Iterator[slice]:
+    """Row slices whose temporaries hold about ``budget`` elements (``per_row`` each)."""
+    step = max(1, budget // max(1, per_row))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+def warn_negative_base(name: str, base: np.ndarray) -> None:
+    """RW scores multiply by a factor in [0, 1]: negative base scores reverse the order."""
+    finite = base[np.isfinite(base)]
+    if finite.size and finite.min() < 0:
+        log.warning(
+            "%s: %d base scores are negative (min %.4g); reweighting reverses their order",
+            name,
+            int((finite < 0).sum()),
+            finite.min(),
+        )
+
+
+def reweight_factor(logits: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """RW factor 1 - cos(p, pi), p = softmax(z) at T = 1 (Jiang et al. ICML'23)."""
+    p = probs(logits)
+    cos = (p @ prior) / (np.linalg.norm(p, axis=1) * np.linalg.norm(prior))
+    return 1.0 - cos
+
+
+def map_rows(n: int, per_row: int, fn: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """out[sl] = fn(sl) over row chunks: temporaries stay O(chunk * per_row), not O(N * C)."""
+    out = np.empty(n, dtype=np.float64)
+    for sl in chunks(n, per_row):
+        out[sl] = fn(sl)
+    return out

@@ -1,0 +1,65 @@
+"""fDBD: mean feature distance to the decision boundaries, normalised by the feature norm.
+
+For the predicted class y_hat and every other class c, the distance of h to the boundary
+{z_y_hat = z_c} of a linear head is |z_y_hat - z_c| / ||w_y_hat - w_c||;
+S(x) = mean_{c != y_hat} of it / ||h - mu_train||_2 (OpenOOD ``distance_as_normalizer``).
+Liu & Qin, "Fast Decision Boundary based Out-of-Distribution Detector", ICML 2024. Defined for
+linear heads; for a cosine head the same formula is applied to the cosine logits and the
+normalised weights and feature (boundary distance on the unit sphere, our extension).
+Reads: logits, features, head (+ training features).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sure_ood.cache import FeatureCache
+from sure_ood.scores.base import (
+    Scorer,
+    as_f64,
+    chunks,
+    head_input,
+    l2_normalize,
+    register,
+    train_labelled,
+)
+
+
+def _head_space(cache: FeatureCache, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, features) in which the head is linear: cosine -> (tau W_hat, h_hat)."""
+    if cache.head_type == "cosine":
+        w = cache.head_temperature * l2_normalize(cache.head_weight)
+        return w, l2_normalize(head_input(cache, h))
+    return as_f64(cache.head_weight), as_f64(h)
+
+
+@register
+class FDBD(Scorer):
+    name = "fdbd"
+    needs = frozenset({"logits", "features", "head", "train"})
+    fitted = True
+    _state_keys = ("train_mean",)
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
+        h, _, _ = train_labelled(train)
+        self.train_mean = _head_space(train, h)[1].mean(axis=0)
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        w, _ = _head_space(cache, cache.features[:0])
+        sq = (w * w).sum(axis=1)
+        pair = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * w @ w.T, 0.0))  # [C, C]
+        c = cache.num_classes
+        out = np.empty(len(cache), dtype=np.float64)
+        for sl in chunks(len(cache), 2 * c):
+            z = as_f64(cache.logits[sl])
+            pred = z.argmax(axis=1)
+            gap = np.abs(z - z[np.arange(len(z)), pred][:, None])
+            den = pair[pred]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(den > 0, gap / den, 0.0)
+            h = _head_space(cache, cache.features[sl])[1]
+            out[sl] = ratio.sum(axis=1) / (c - 1) / np.linalg.norm(h - self.train_mean, axis=1)
+        return out

@@ -1,0 +1,63 @@
+"""Closed-form GradNorm on the cached raw feature (the linear-head formula for any head).
+
+S(x) = ||p^(T) - q||_1 * ||h||_1 / T, p^(T) = softmax(z / T) of the cached logits, h the raw
+cached feature (unclipped), q uniform (``target: uniform``) or the training class prior
+(``target: prior``). For a linear head and q uniform it equals true GradNorm (Huang et al.,
+NeurIPS 2021); for a cosine head it is the SSB-OSR "pseudo-GradNorm" (spec 7.6), not the
+gradient of any layer. ``features: prenorm_features`` uses the pre-final-norm feature instead.
+Reads: logits, features (+ prior).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sure_ood.cache import FeatureCache
+from sure_ood.scores.base import (
+    Scorer,
+    as_f64,
+    check_choice,
+    check_positive,
+    feature_matrix,
+    map_rows,
+    probs,
+    register,
+)
+
+
+@register
+class GradNormClosed(Scorer):
+    name = "gradnorm_closed"
+    needs = frozenset({"logits", "features"})
+    _state_keys = ("prior",)
+
+    def __init__(
+        self, temperature: float = 1.0, target: str = "uniform", features: str = "features"
+    ) -> None:
+        super().__init__()
+        check_positive(self.name, "temperature", temperature)
+        check_choice(self.name, "target", target, ("uniform", "prior"))
+        check_choice(self.name, "features", features, ("features", "prenorm_features"))
+        self.temperature = float(temperature)
+        self.target = target
+        self.features = features
+        self.fitted = target == "prior"
+        if self.fitted:
+            self.needs = frozenset({"logits", "features", "prior"})
+
+    def required_keys(self) -> tuple[str, ...]:
+        return ("prenorm_features",) if self.features == "prenorm_features" else ()
+
+    def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
+        self.prior = prior
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        h = feature_matrix(cache, self.features)
+        q = self.prior if self.fitted else 1.0 / cache.num_classes
+        t = self.temperature
+
+        def closed(sl: slice) -> np.ndarray:
+            dist = np.abs(probs(cache.logits[sl], t) - q).sum(axis=1)
+            return dist * np.abs(as_f64(h[sl])).sum(axis=1) / t
+
+        return map_rows(len(cache), cache.num_classes + h.shape[1], closed)

@@ -1,0 +1,24 @@
+"""MaxLogit (MLS): the largest logit.
+
+S(x) = max_c z_c. Hendrycks et al., "Scaling Out-of-Distribution Detection for Real-World
+Settings", ICML 2022. With a cosine head this is tau * max cosine. Reads: logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sure_ood.cache import FeatureCache
+from sure_ood.scores.base import Scorer, as_f64, register
+
+
+@register
+class MaxLogit(Scorer):
+    name = "max_logit"
+    needs = frozenset({"logits"})
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        return as_f64(cache.logits).max(axis=1)

@@ -1,0 +1,24 @@
+"""MSP: maximum softmax probability.
+
+S(x) = max_c softmax(z)_c. Hendrycks & Gimpel, "A Baseline for Detecting Misclassified and
+Out-of-Distribution Examples in Neural Networks", ICLR 2017. Reads: logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sure_ood.cache import FeatureCache
+from sure_ood.scores.base import Scorer, map_rows, probs, register
+
+
+@register
+class MSP(Scorer):
+    name = "msp"
+    needs = frozenset({"logits"})
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        return map_rows(len(cache), cache.num_classes, lambda s: probs(cache.logits[s]).max(axis=1))

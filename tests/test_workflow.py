@@ -1,0 +1,86 @@
+"""Real Snakemake on real (small) data: a full digits_osr run, dry runs, lint, bad configs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import copy_workflow, run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def test_digits_workflow_builds_every_table(digits_run):
+    out = digits_run / "results/digits_osr"
+    cfg = yaml.safe_load((digits_run / "config/digits_osr.yaml").read_text())
+    for table, t in cfg["tables"].items():
+        df = pd.read_csv(out / f"tables/{table}.csv")
+        assert list(df["row"]) == list(t["rows"]), table
+        assert ((df["auroc"] > 0.5) & (df["auroc"] <= 1.0)).all(), df[["row", "auroc"]]
+        assert (df["id_accuracy"] > 0.5).all(), "6 classes: chance is 1/6"
+        assert (out / f"tables/{table}.md").read_text().count("\n|") == len(
+            t["rows"]
+        ) + 2  # header, rule, rows
+        for row in t["rows"]:
+            png = out / f"figures/{table}/{row}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_row_json_has_metrics_and_provenance(digits_run):
+    import json
+
+    row = json.loads((digits_run / "results/digits_osr/rows/posthoc/msp.json").read_text())
+    for key in ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out", "id_accuracy"):
+        assert 0.0 <= row[key] <= 1.0
+    assert row["n_id"] > 0 and row["n_ood"] > 0
+    prov = row["provenance"]
+    assert prov["row_config"]["method"] == "msp"
+    assert prov["sure_ood_version"]
+    assert all(len(h) == 64 for h in prov["checkpoints"].values())
+    lo, hi = row["auroc_ci"]
+    assert lo <= row["auroc"] <= hi
+
+
+def test_nothing_to_do_after_a_full_run(digits_run):
+    r = run_snakemake(digits_run, "-n", "--configfile", "config/digits_osr.yaml")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_default_config_dry_runs(tmp_path):
+    work = copy_workflow(tmp_path)
+    r = run_snakemake(work, "-n", "--cores", "2")
+    assert "prepare_data" in r.stdout and "table" in r.stdout
+
+
+def test_lint_is_clean(tmp_path):
+    work = copy_workflow(tmp_path)
+    r = run_snakemake(work, "--lint", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _bad_config(tmp_path, edit) -> str:
+    work = copy_workflow(tmp_path)
+    cfg = yaml.safe_load((work / "config/digits_osr.yaml").read_text())
+    edit(cfg)
+    (work / "config/bad.yaml").write_text(yaml.safe_dump(cfg))
+    r = run_snakemake(work, "-n", "--configfile", "config/bad.yaml", check=False)
+    assert r.returncode != 0
+    assert not (work / "results").exists(), "a job ran before the config was rejected"
+    return r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda c: c.update(unknown_key=1), "unknown_key"),
+        (lambda c: c["recipes"]["baseline"].update(epochs="ten"), "epochs"),
+        (lambda c: c["tables"]["posthoc"]["rows"]["msp"].update(method="nope"), "nope"),
+        (
+            lambda c: c["tables"]["posthoc"]["rows"]["msp"].update(model="missing"),
+            "tables.posthoc.rows.msp.model",
+        ),
+    ],
+    ids=["unknown_key", "wrong_type", "unknown_method", "missing_model"],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
+    assert needle in _bad_config(tmp_path, edit)

@@ -1,0 +1,24 @@
+rule evaluate:
+    input:
+        scores=f"{OUT}/fused/{{table}}/{{row}}.parquet",
+        checkpoints=get_row_checkpoints,
+        features=get_row_features,
+    output:
+        f"{OUT}/rows/{{table}}/{{row}}.json",
+    log:
+        f"results/logs/{BENCH}/rows/{{table}}/{{row}}.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/rows/{{table}}/{{row}}.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("evaluate", "mem_mb", 2000),
+        runtime=res("evaluate", "runtime", 15),
+    params:
+        row=get_row_json,
+        n_boot=config.get("bootstrap", 1000),
+    shell:
+        "sure-ood evaluate --scores {input.scores:q} --row {params.row} "
+        "--table {wildcards.table} --row-id {wildcards.row} "
+        "--checkpoints {input.checkpoints:q} --features {input.features:q} "
+        "--n-boot {params.n_boot} --out {output:q} > {log:q} 2>&1"

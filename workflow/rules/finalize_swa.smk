@@ -1,0 +1,16 @@
+rule finalize_swa:
+    input:
+        summary=f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/run.json",
+    output:
+        f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/final.safetensors",
+    log:
+        f"results/logs/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/finalize_swa.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/finalize_swa.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("finalize_swa", "mem_mb", 2000),
+        runtime=res("finalize_swa", "runtime", 15),
+    shell:
+        "sure-ood finalize_swa --summary {input.summary:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,20 @@
+rule fuse:
+    input:
+        scores=get_fuse_scores,
+        features=get_fuse_features,
+    output:
+        f"{OUT}/fused/{{table}}/{{row}}.parquet",
+    log:
+        f"results/logs/{BENCH}/fused/{{table}}/{{row}}.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/fused/{{table}}/{{row}}.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("fuse", "mem_mb", 2000),
+        runtime=res("fuse", "runtime", 15),
+    params:
+        fusion=get_fusion,
+    shell:
+        "sure-ood fuse --scores {input.scores:q} --features {input.features:q} "
+        "--fusion {params.fusion} --out {output:q} > {log:q} 2>&1"

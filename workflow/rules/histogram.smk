@@ -1,0 +1,23 @@
+rule histogram:
+    input:
+        scores=f"{OUT}/fused/{{table}}/{{row}}.parquet",
+        row=f"{OUT}/rows/{{table}}/{{row}}.json",
+    output:
+        report(
+            f"{OUT}/figures/{{table}}/{{row}}.png",
+            caption="../report/histogram.rst",
+            category="Histograms",
+            subcategory="{table}",
+        ),
+    log:
+        f"results/logs/{BENCH}/figures/{{table}}/{{row}}.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/figures/{{table}}/{{row}}.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("histogram", "mem_mb", 1000),
+        runtime=res("histogram", "runtime", 10),
+    shell:
+        "sure-ood histogram --scores {input.scores:q} --row-json {input.row:q} "
+        "--out {output:q} > {log:q} 2>&1"

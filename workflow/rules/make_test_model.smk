@@ -1,0 +1,19 @@
+rule make_test_model:
+    input:
+        runs=get_test_model_runs,
+    output:
+        f"{OUT}/test_models/{{test_model}}/model.safetensors",
+    log:
+        f"results/logs/{BENCH}/test_models/{{test_model}}/make_test_model.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/test_models/{{test_model}}/make_test_model.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("make_test_model", "mem_mb", 2000),
+        runtime=res("make_test_model", "runtime", 15),
+    params:
+        args=get_test_model_args,
+    shell:
+        "sure-ood make_test_model --runs {input.runs:q} {params.args} --out {output:q} "
+        "> {log:q} 2>&1"

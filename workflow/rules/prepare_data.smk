@@ -1,0 +1,20 @@
+rule prepare_data:
+    output:
+        manifest=f"{OUT}/data/manifest.parquet",
+        classes=f"{OUT}/data/classes.json",
+        prior=f"{OUT}/data/prior.npy",
+    log:
+        f"results/logs/{BENCH}/prepare_data.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/prepare_data.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("prepare_data", "mem_mb", 2000),
+        runtime=res("prepare_data", "runtime", 30),
+    params:
+        benchmark=as_json(config["benchmark"]),
+        out_dir=get_data_dir_of_output,
+    shell:
+        "sure-ood prepare_data --benchmark {params.benchmark} --out-dir {params.out_dir:q} "
+        "> {log:q} 2>&1"

@@ -1,0 +1,36 @@
+rule train:
+    input:
+        classes=f"{OUT}/data/classes.json",
+        manifest=f"{OUT}/data/manifest.parquet",
+        init=get_train_init,
+    output:
+        log=f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/train_log.jsonl",
+        summary=f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/run.json",
+    log:
+        f"results/logs/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/train.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/train.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    threads: res("train", "threads", 1)
+    resources:
+        mem_mb=res("train", "mem_mb", 4000),
+        runtime=res("train", "runtime", 120),
+        gpu=res("train", "gpu", 0),
+    params:
+        benchmark=as_json(config["benchmark"]),
+        model=get_model_json,
+        recipe=get_recipe_json,
+        seed=get_train_seed,
+        data_dir=get_data_dir,
+        # the resumable state lives outside the declared outputs: a failed or preempted job
+        # keeps it, and the rerun resumes from the last finished epoch
+        state_dir=get_state_dir,
+        init=get_init_arg,
+        device=config.get("device", "auto"),
+    shell:
+        "sure-ood train --benchmark {params.benchmark} --model {params.model} "
+        "--recipe {params.recipe} --seed {params.seed} --data-dir {params.data_dir:q} "
+        "{params.init} --state-dir {params.state_dir:q} --log {output.log:q} "
+        "--summary {output.summary:q} --threads {threads} --device {params.device} "
+        "> {log:q} 2>&1"
