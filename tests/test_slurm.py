@@ -11,8 +11,12 @@ What is checked, through the real `snakemake-executor-plugin-slurm`:
 - every non-local rule became one SLURM job and the local rules did not;
 - GPU rules (config `resources.<rule>.gpu: 1`) were submitted with `--gpus=1` and SLURM
   allocated them a GPU (the cluster has two fake ones), CPU rules got none;
+- the training job, "preempted" (requeued with `scontrol requeue`) after its first saved
+  epoch, is restarted by SLURM (the profile submits with `--requeue`) and resumes from its
+  state file;
 - the tables equal those of a local run of the same config (thread counts are pinned by the
-  rules, and the code is seeded, so CPU results are bit-identical).
+  rules, the code is seeded and resuming restores the RNG states, so CPU results are
+  bit-identical, requeue or not).
 """
 
 from __future__ import annotations
@@ -97,12 +101,19 @@ class JobRecorder(threading.Thread):
 
     SLURM forgets finished jobs after MinJobAge (300 s on the test cluster), so the jobs of a
     longer run are collected while it runs, straight from the controller.
+
+    With `preempt_in` set to a run's folder, it also plays the cluster that preempts a job:
+    once the running `train` job has saved its first epoch (a `state.pt` exists there), it
+    requeues that job (`scontrol requeue`, as SLURM does to a preempted `--requeue` job) and
+    lets it start again at once (a requeued job otherwise waits ~3 min for its BeginTime).
     """
 
-    def __init__(self, cluster: Cluster, interval: float = 2.0):
+    def __init__(self, cluster: Cluster, interval: float = 1.0, preempt_in: Path | None = None):
         super().__init__(daemon=True)
-        self.cluster, self.interval = cluster, interval
+        self.cluster, self.interval, self.preempt_in = cluster, interval, preempt_in
         self.jobs: dict[str, dict[str, str]] = {}
+        self.requeued: str | None = None
+        self.errors: list[str] = []
         self._done = threading.Event()
 
     def poll(self) -> None:
@@ -115,9 +126,33 @@ class JobRecorder(threading.Thread):
             if "JobId" in rec:
                 self.jobs[rec["JobId"]] = rec
 
+    def maybe_preempt(self) -> None:
+        if self.preempt_in is None or self.requeued:
+            return
+        for rec in self.jobs.values():
+            if rec.get("Comment", "").startswith("rule_train") and rec["JobState"] == "RUNNING":
+                if not list((self.preempt_in / "results").glob("*/runs/**/state.pt")):
+                    return  # no epoch saved yet
+                try:
+                    self.cluster.run("scontrol", "requeue", rec["JobId"])
+                    self.requeued = rec["JobId"]
+                    for _ in range(60):
+                        time.sleep(0.5)
+                        state = self.cluster.run("squeue", "-h", "-t", "all", "-j", rec["JobId"])
+                        if "PD" in state.split():
+                            self.cluster.run(
+                                "scontrol", "update", f"JobId={rec['JobId']}", "StartTime=now"
+                            )
+                            return
+                    self.errors.append(f"requeued job {rec['JobId']} never became pending")
+                except subprocess.CalledProcessError as e:
+                    self.errors.append(f"{e.cmd}: {e.stderr}")
+                return
+
     def run(self) -> None:
         while not self._done.wait(self.interval):
             self.poll()
+            self.maybe_preempt()
 
     def stop(self) -> dict[str, dict[str, str]]:
         self._done.set()
@@ -218,7 +253,7 @@ def test_digits_osr_on_slurm_matches_local(slurm_cluster, tmp_path):
     dry, _ = snakemake(on_slurm, ["-n", *configs], slurm_cluster.env, 300, tmp_path / "dry.log")
     planned = job_counts(dry)
     assert planned.get("train"), dry[-3000:]
-    recorder = JobRecorder(slurm_cluster)
+    recorder = JobRecorder(slurm_cluster, preempt_in=on_slurm)
     recorder.start()
     try:
         log, slurm_s = snakemake(
@@ -272,6 +307,15 @@ def test_digits_osr_on_slurm_matches_local(slurm_cluster, tmp_path):
             assert (rec.get("TresPerJob") == "gres:gpu:1") == gpu, rec
     # threads pinned: SLURM's CPU allocation is the rule's threads (1 by default here)
     assert all(re.search(r"--cpus-per-task=\d+", c) for c in calls.values())
+
+    # --- the "preempted" training job: requeued by SLURM, resumed from its saved epoch ------
+    assert not recorder.errors, recorder.errors
+    assert recorder.requeued, "the train job finished before the test could requeue it"
+    assert "--requeue" in calls["train"], calls["train"]
+    train = jobs[recorder.requeued]
+    assert (train["JobState"], train["Restarts"]) == ("COMPLETED", "1"), train
+    train_log = next((on_slurm / "results" / "logs").rglob("train.log")).read_text()
+    assert "resuming from" in train_log, train_log[-2000:]
 
     # --- logs where docs/slurm.md says they are ---------------------------------------------
     train_id = by_rule["train"][0]["JobId"]

@@ -625,3 +625,22 @@ def test_sure_step_nan_raises_and_keeps_weights() -> None:
                   mixup_beta=10.0, crl_weight=0.0, crl_history=None)  # fmt: skip
     for p, b in zip(net.parameters(), before, strict=True):
         assert torch.equal(p, b)
+
+
+def test_sure_step_sam_rho_zero_equals_base_optimizer() -> None:
+    torch.manual_seed(18)
+    x, y = separable(12)
+    n1 = CosNet()
+    n2 = copy.deepcopy(n1)
+    kw = dict(lr=0.1, momentum=0.9, weight_decay=5e-3)
+    o1 = SAM(n1.parameters(), torch.optim.SGD, rho=0.0, **kw)
+    o2 = torch.optim.SGD(n2.parameters(), **kw)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(3):
+        for net, opt, gen in ((n1, o1, g1), (n2, o2, g2)):
+            out = sure_step(net, x, y, None, nn.CrossEntropyLoss(), opt, mixup_weight=0.2,
+                            mixup_beta=10.0, crl_weight=0.0, crl_history=None,
+                            generator=gen)  # fmt: skip
+            assert out["loss_pass2"] is None
+    for p1, p2 in zip(n1.parameters(), n2.parameters(), strict=True):
+        assert torch.equal(p1, p2)

@@ -41,6 +41,15 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+# The benchmark keys that define the splits: only these rerun prepare_data when edited.
+SPLIT_KEYS = ("name", "source", "known_classes", "unknown_classes", "split", "ood_fraction",
+              "seed", "data_root", "splits", "ssb_splits", "skip_unreadable")
+
+
+def get_split_config():
+    return as_json({k: v for k, v in config["benchmark"].items() if k in SPLIT_KEYS})
+
+
 def res(rule_name, key, default):
     """A portable resource of a rule from config (resources.<rule>.<key>, then .default)."""
     r = config.get("resources", {})

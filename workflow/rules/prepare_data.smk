@@ -13,7 +13,7 @@ rule prepare_data:
         mem_mb=res("prepare_data", "mem_mb", 2000),
         runtime=res("prepare_data", "runtime", 30),
     params:
-        benchmark=as_json(config["benchmark"]),
+        benchmark=get_split_config(),
         out_dir=get_data_dir_of_output,
     shell:
         "sure-ood prepare_data --benchmark {params.benchmark} --out-dir {params.out_dir:q} "
