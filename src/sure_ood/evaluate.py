@@ -5,6 +5,17 @@ Reads the row's fused scores (one ``id_score`` per image, higher = in-distributi
 accepted at 95 % ID TPR), ``fpr95_ood_pos`` (OpenOOD: ID rejected at 95 % OOD TPR), AUPR-in,
 AUPR-out, closed-set ID accuracy and OSCR, all as fractions; per OOD split when there are
 several; percentile bootstrap 95 % intervals; and where every number came from.
+
+Replicates. A row with ``replicates: [r0, r1, ...]`` is evaluated once per replicate (its test
+models trained with shifted seeds, see :func:`sure_ood.config.replicate_seeds`); ``--scores``
+then lists one fused file per replicate, in the order of ``--replicates``. The headline metrics,
+their bootstrap intervals (``*_ci``), ``per_split`` and ``scores_file`` are those of the
+**first** replicate (replicate ``r0``, which is the row without replicates), so a row's numbers
+and its comparisons do not change when replicates are added. Beside them, for every metric of
+``SEED_METRICS``: ``<m>_seed_values`` (one per replicate, in order), ``<m>_seed_mean`` and
+``<m>_seed_std`` (sample std, ddof = 1) - written only when there are at least two replicates.
+The bootstrap interval measures test-set sampling noise of one trained model; the seed std
+measures training noise; they answer different questions and are reported side by side.
 """
 
 from __future__ import annotations
@@ -19,11 +30,38 @@ import numpy as np
 from sure_ood.io import InputError, file_digest, write_json
 
 CI_METRICS = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out")
+SEED_METRICS = (
+    "auroc",
+    "fpr_at_95_tpr",
+    "fpr95_ood_pos",
+    "aupr_in",
+    "aupr_out",
+    "id_accuracy",
+    "oscr",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scores", required=True, type=Path, help="fused score parquet of the row")
-    p.add_argument("--row", required=True, help="the row's config (JSON)")
+    p.add_argument(
+        "--scores",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="fused score parquet of the row, one per replicate (first = headline)",
+    )
+    p.add_argument(
+        "--replicates",
+        nargs="*",
+        type=int,
+        default=None,
+        help="replicate ids of the --scores files (default 0, 1, ...)",
+    )
+    p.add_argument("--row", required=True, help="the row's resolved config (JSON)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="the row's full config subtree (row, model, recipes, method; JSON), for provenance",
+    )
     p.add_argument("--table", required=True)
     p.add_argument("--row-id", required=True)
     p.add_argument("--checkpoints", nargs="*", default=[], type=Path, help="for provenance")
@@ -77,9 +115,15 @@ def row_metrics(df, n_boot: int = 1000, seed: int = 0, nan_policy: str = "worst"
     res["n_id"], res["n_ood"] = int(len(id_scores)), int(len(ood_scores))
     res["n_nonfinite"] = int((~np.isfinite(scores)).sum())
     if n_boot > 0:
-        finite_id = np.nan_to_num(id_scores, nan=-np.inf)
-        finite_ood = np.nan_to_num(ood_scores, nan=np.inf)
-        cis = bootstrap_ci(finite_id, finite_ood, metrics=CI_METRICS, n_boot=n_boot, seed=seed)
+        # the same NaN policy as the point estimate (worst: NaN images count as errors)
+        cis = bootstrap_ci(
+            id_scores,
+            ood_scores,
+            metrics=CI_METRICS,
+            n_boot=n_boot,
+            seed=seed,
+            nan_policy=nan_policy,
+        )
         for k, (lo, hi) in cis.items():
             res[f"{k}_ci"] = [float(lo), float(hi)]
     ood_splits = sorted(df.loc[~is_id, "split"].unique())
@@ -93,8 +137,32 @@ def row_metrics(df, n_boot: int = 1000, seed: int = 0, nan_policy: str = "worst"
     return res
 
 
+def _read_scores(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read scores ({e})") from e
+
+
+def seed_statistics(per_replicate: list[dict]) -> dict:
+    """``<m>_seed_values``, ``<m>_seed_mean``, ``<m>_seed_std`` (ddof 1) over replicates."""
+    from sure_ood.metrics import seed_summary
+
+    out = {}
+    for m in SEED_METRICS:
+        values = [r.get(m) for r in per_replicate]
+        if any(v is None for v in values):
+            continue
+        mean, std = seed_summary([float(v) for v in values])
+        out[f"{m}_seed_values"] = [float(v) for v in values]
+        out[f"{m}_seed_mean"], out[f"{m}_seed_std"] = float(mean), float(std)
+    return out
+
+
 def evaluate(
-    scores_path: Path,
+    scores_path: Path | list[Path],
     row: dict,
     table: str,
     row_id: str,
@@ -103,38 +171,62 @@ def evaluate(
     n_boot: int = 1000,
     seed: int = 0,
     nan_policy: str = "worst",
+    replicates: list[int] | None = None,
+    config_subtree: dict | None = None,
 ) -> dict:
-    import pandas as pd
-
+    """The row JSON: metrics of the first replicate (+ CIs), seed statistics over replicates
+    when there are several, and provenance (config subtree, versions, commit, file hashes)."""
     from sure_ood import __version__
 
-    try:
-        df = pd.read_parquet(scores_path)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{scores_path}: cannot read scores ({e})") from e
-    try:
-        res = row_metrics(df, n_boot=n_boot, seed=seed, nan_policy=nan_policy)
-    except (InputError, ValueError) as e:
-        raise InputError(f"{scores_path}: {e}") from e
-    if res["n_nonfinite"]:
-        print(
-            f"warning: {res['n_nonfinite']} images have a non-finite score; counted as the "
-            f"worst case ({nan_policy}), never dropped"
-        )
+    paths = [Path(scores_path)] if isinstance(scores_path, (str, Path)) else list(scores_path)
+    if not paths:
+        raise InputError("no scores file")
+    replicates = list(range(len(paths))) if replicates is None else [int(r) for r in replicates]
+    if len(replicates) != len(paths):
+        raise InputError(f"{len(paths)} scores files but {len(replicates)} replicate ids")
+    per_rep = []
+    for i, path in enumerate(paths):
+        try:
+            m = row_metrics(
+                _read_scores(path), n_boot=n_boot if i == 0 else 0, seed=seed, nan_policy=nan_policy
+            )
+        except (InputError, ValueError) as e:
+            raise InputError(f"{path}: {e}") from e
+        if m["n_nonfinite"]:
+            print(
+                f"warning: {path}: {m['n_nonfinite']} images have a non-finite score; counted as "
+                f"the worst case ({nan_policy}), never dropped"
+            )
+        per_rep.append(m)
+    res = dict(per_rep[0])
+    if len(paths) > 1:
+        res.update(seed_statistics(per_rep))
+    provenance = {
+        "row_config": row,
+        "config": config_subtree,
+        "sure_ood_version": __version__,
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+        "scores": {str(p): file_digest(p) for p in paths},
+        "checkpoints": {str(p): file_digest(p) for p in checkpoints},
+        "feature_caches": {str(p): file_digest(p) for p in features},
+        "bootstrap": {
+            "n_boot": n_boot,
+            "seed": seed,
+            "stratified": True,
+            "level": 0.95,
+            "replicate": replicates[0],
+        },
+    }
     return {
         "table": table,
         "row": row_id,
         **res,
-        "scores_file": str(scores_path),
-        "provenance": {
-            "row_config": row,
-            "sure_ood_version": __version__,
-            "packages": package_versions(),
-            "git_commit": git_commit(),
-            "checkpoints": {str(p): file_digest(p) for p in checkpoints},
-            "feature_caches": {str(p): file_digest(p) for p in features},
-            "bootstrap": {"n_boot": n_boot, "seed": seed, "stratified": True, "level": 0.95},
-        },
+        "replicates": replicates,
+        "headline_replicate": replicates[0],
+        "replicate_scores_files": [str(p) for p in paths],
+        "scores_file": str(paths[0]),
+        "provenance": provenance,
     }
 
 
@@ -149,10 +241,18 @@ def run(args: argparse.Namespace) -> int:
         args.n_boot,
         args.seed,
         args.nan_policy,
+        replicates=args.replicates or None,
+        config_subtree=json.loads(args.config) if args.config else None,
     )
     write_json(args.out, res)
     print(
         f"{args.out}: AUROC {100 * res['auroc']:.2f}  FPR@95 {100 * res['fpr_at_95_tpr']:.2f}  "
         f"ACC {100 * res.get('id_accuracy', float('nan')):.2f}"
     )
+    if "auroc_seed_mean" in res:
+        stats = ", ".join(
+            f"{name} {100 * res[f'{k}_seed_mean']:.2f} +- {100 * res[f'{k}_seed_std']:.2f}"
+            for k, name in (("auroc", "AUROC"), ("fpr_at_95_tpr", "FPR@95"))
+        )
+        print(f"over {len(res['replicates'])} replicates: {stats}")
     return 0

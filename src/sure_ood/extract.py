@@ -3,6 +3,11 @@
 Writes the feature cache of ``sure_ood.cache`` (logits, the head's input features, the
 pre-final-norm CLS feature, labels, and the head's parameters), so that every post-hoc method
 except ODIN runs without the backbone.
+
+Large splits can be cut into ``--num-shards`` contiguous shards, one job each (``--shard``);
+``sure-ood merge_features`` concatenates them in order into the split's cache. On CUDA,
+``--amp bf16|fp16`` runs the forward under autocast (outputs are stored as float32) and
+``--channels-last`` uses channels-last memory; both do nothing on the CPU.
 """
 
 from __future__ import annotations
@@ -24,17 +29,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
+    p.add_argument("--shard", type=int, default=0, help="which shard of the split (0-based)")
+    p.add_argument("--num-shards", type=int, default=1, help="cut the split into N shards")
     p.add_argument("--out", required=True, type=Path)
 
 
-def forward_cache(model, loader, device: str):
+def shard_range(n: int, shard: int, num_shards: int) -> range:
+    """Rows of shard ``shard`` of ``num_shards`` near-equal contiguous shards of ``range(n)``
+    (concatenating the shards in order gives back ``range(n)``)."""
+    from sure_ood.io import InputError
+
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise InputError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < shards")
+    q, r = divmod(n, num_shards)
+    start = shard * q + min(shard, r)
+    return range(start, start + q + (1 if shard < r else 0))
+
+
+def forward_cache(
+    model, loader, device: str, amp: str = "none", channels_last: bool = False
+) -> dict:
     """Run the model once; return (logits, features, prenorm_features, labels) as numpy.
 
     ``features`` is what the classifier sees (timm ``forward_head(pre_logits=True)``);
     ``prenorm_features`` is the same pooled token taken before the final norm (a forward
     hook on ``model.norm``), so one extraction serves the LN and the no-LN analyses.
+    ``amp`` / ``channels_last``: CUDA only (see ``sure_ood.distributed``); outputs are float32.
     """
     import torch
+
+    from sure_ood.distributed import autocast, use_channels_last
+
+    channels_last = use_channels_last(channels_last, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    non_blocking = device.startswith("cuda")
 
     captured: dict = {}
     norm = getattr(model, "norm", None)
@@ -45,9 +77,12 @@ def forward_cache(model, loader, device: str):
     out = {"logits": [], "features": [], "prenorm": [], "labels": []}
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(amp, device):
             for x, y, _ in loader:
-                tokens = model.forward_features(x.to(device))
+                x = x.to(device, non_blocking=non_blocking)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                tokens = model.forward_features(x)
                 h = model.forward_head(tokens, pre_logits=True)
                 z = head(h)
                 pre_tokens = captured.pop("pre", tokens)
@@ -93,29 +128,44 @@ def extract(
     workers: int = 0,
     threads: int = 1,
     device: str = "auto",
+    amp: str = "none",
+    channels_last: bool = False,
+    pin_memory: bool | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
 ):
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     from sure_ood.cache import FeatureCache, save_cache
-    from sure_ood.data import Normalization, make_transform, open_split, read_manifest
+    from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
     from sure_ood.models import load_model, resolve_device
-    from sure_ood.train import _test_tf
 
     torch.set_num_threads(max(1, threads))
     device = resolve_device(device)
     model, spec = load_model(test_model, device)
     manifest = read_manifest(data_dir / "manifest.parquet")
-    norm = Normalization(**bench["normalization"])
-    tf = make_transform(view, spec["img_size"], norm, **_test_tf(bench))
+    tcfg = resolve_transform_config(bench, model)
+    norm = tcfg.pop("norm")
+    tf = make_transform(view, spec["img_size"], norm, **tcfg)
     ds = open_split(bench, manifest, split, tf)
+    where = f"split {split!r}, view {view!r}"
+    if num_shards > len(ds):
+        from sure_ood.io import InputError
+
+        raise InputError(f"{where}: {len(ds)} images cannot fill {num_shards} shards")
+    if num_shards > 1:
+        ds = Subset(ds, list(shard_range(len(ds), shard, num_shards)))
+        where += f", shard {shard} of {num_shards}"
+    if pin_memory is None:
+        pin_memory = device.startswith("cuda")
     loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
     )
     try:
-        arrays = forward_cache(model, loader, device)
+        arrays = forward_cache(model, loader, device, amp=amp, channels_last=channels_last)
     except FloatingPointError as e:
-        raise FloatingPointError(f"{test_model} on split {split!r}, view {view!r}: {e}") from e
+        raise FloatingPointError(f"{test_model} on {where}: {e}") from e
     cache = FeatureCache(
         logits=arrays["logits"],
         features=arrays["features"],
@@ -140,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
         args.workers,
         args.threads,
         args.device,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        pin_memory={"auto": None, "true": True, "false": False}[args.pin_memory],
+        shard=args.shard,
+        num_shards=args.num_shards,
     )
     print(f"{args.out}: {len(cache)} images, {cache.num_classes} classes")
     return 0

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sure_ood.io import InputError, atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FUSIONS = ("mean", "median", "max")
 KEYS = ["split", "index"]
@@ -43,22 +47,80 @@ def _combine(stack: np.ndarray, fusion: str) -> np.ndarray:
 
 
 def _split_name(path: Path) -> str:
-    return path.stem.removeprefix("split~")
+    return Path(path).name.removesuffix(".npz").removeprefix("split~")
 
 
-def fuse(score_paths: list[Path], fusion: str = "mean", feature_paths=()) -> pd.DataFrame:  # noqa: F821
-    """Fuse aligned score tables; images must be the same (split, index) in every input."""
+def _read_scores(path: Path) -> pd.DataFrame:
     import pandas as pd
+
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read scores ({e})") from e
+    missing = [c for c in KEYS + ["label", "id_score", "pred"] if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing score columns {missing}")
+    return df.sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
+def fused_prediction(out: pd.DataFrame, feature_paths, n_inputs: int) -> np.ndarray:
+    """argmax of the mean softmax over the caches of every input (SSB-OSR's class prediction).
+
+    ``out``: the aligned (split, index, label) rows; each split must have exactly ``n_inputs``
+    caches (one per score file), each with that split's images in ``index`` order.
+    """
     from scipy.special import softmax
 
-    frames = []
-    for p in score_paths:
-        try:
-            frames.append(
-                pd.read_parquet(p).sort_values(KEYS, kind="stable").reset_index(drop=True)
+    from sure_ood.cache import load_cache
+
+    splits = set(out["split"])
+    probs: dict[str, list[np.ndarray]] = {}
+    for fp in feature_paths:
+        split = _split_name(fp)
+        if split not in splits:
+            raise InputError(f"{fp}: split {split!r} is not in the scores ({sorted(splits)})")
+        cache = load_cache(fp)
+        sel = (out["split"] == split).to_numpy()
+        idx = out.loc[sel, "index"].to_numpy()
+        if len(cache) != sel.sum() or not np.array_equal(idx, np.arange(len(cache))):
+            raise InputError(
+                f"{fp}: {len(cache)} images, but the scores have {int(sel.sum())} images of "
+                f"split {split!r} (indices 0..{len(cache) - 1} expected)"
             )
-        except (OSError, ValueError) as e:
-            raise InputError(f"{p}: cannot read scores ({e})") from e
+        if not np.array_equal(cache.labels, out.loc[sel, "label"].to_numpy()):
+            raise InputError(f"{fp}: labels disagree with the scores of split {split!r}")
+        p = softmax(cache.logits.astype(np.float64), axis=1)
+        if probs.get(split) and probs[split][0].shape != p.shape:
+            raise InputError(
+                f"{fp}: {p.shape[1]} classes, other caches of split {split!r} have "
+                f"{probs[split][0].shape[1]}"
+            )
+        probs.setdefault(split, []).append(p)
+    pred = np.empty(len(out), dtype=np.int64)
+    for split in splits:
+        ps = probs.get(split, [])
+        if len(ps) != n_inputs:
+            raise InputError(
+                f"split {split!r}: {len(ps)} feature cache(s) for {n_inputs} score file(s); "
+                f"give one cache per score file and split"
+            )
+        sel = (out["split"] == split).to_numpy()
+        pred[sel] = np.mean(ps, axis=0).argmax(axis=1)
+    return pred
+
+
+def fuse(score_paths: list[Path], fusion: str = "mean", feature_paths=()) -> pd.DataFrame:
+    """Fuse aligned score tables; images must be the same (split, index) in every input.
+
+    ``id_score``: the ``fusion`` of the inputs' scores. ``pred``: with one input, its own;
+    with several and their feature caches, argmax of the mean softmax (SURE-OOD); with several
+    and no caches, the majority vote of the inputs' predictions (ties -> lowest class).
+    """
+    if not score_paths:
+        raise InputError("fuse: no score file given")
+    if fusion not in FUSIONS:
+        raise InputError(f"fusion: unknown fusion {fusion!r} (choose from {FUSIONS})")
+    frames = [_read_scores(p) for p in score_paths]
     base = frames[0]
     for p, f in zip(score_paths[1:], frames[1:], strict=True):
         if len(f) != len(base) or not (f[KEYS].to_numpy() == base[KEYS].to_numpy()).all():
@@ -67,24 +129,13 @@ def fuse(score_paths: list[Path], fusion: str = "mean", feature_paths=()) -> pd.
             raise InputError(f"{p}: labels disagree with {score_paths[0]}")
     out = base[KEYS + ["label"]].copy()
     out["id_score"] = _combine(np.stack([f["id_score"].to_numpy(float) for f in frames]), fusion)
-    out["pred"] = base["pred"].to_numpy()
-    if len(frames) > 1 and feature_paths:
-        from sure_ood.cache import load_cache
-
-        probs: dict[str, list[np.ndarray]] = {}
-        for fp in feature_paths:
-            probs.setdefault(_split_name(fp), []).append(softmax(load_cache(fp).logits, axis=1))
-        pred = out["pred"].to_numpy().copy()
-        for split, ps in probs.items():
-            sel = (out["split"] == split).to_numpy()
-            mean_p = np.mean(ps, axis=0)
-            idx = out.loc[sel, "index"].to_numpy()
-            pred[sel] = mean_p[idx].argmax(axis=1)
-        out["pred"] = pred
-    elif len(frames) > 1:
-        # without caches, majority vote of the per-view predictions (ties -> lowest class)
+    if len(frames) == 1:
+        out["pred"] = base["pred"].to_numpy()
+    elif feature_paths:
+        out["pred"] = fused_prediction(out, feature_paths, len(frames))
+    else:
         preds = np.stack([f["pred"].to_numpy() for f in frames])
-        out["pred"] = [np.bincount(col).argmax() for col in preds.T]
+        out["pred"] = [int(np.bincount(col).argmax()) for col in preds.T]
     return out
 
 

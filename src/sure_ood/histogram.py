@@ -11,7 +11,9 @@ from sure_ood.io import InputError, atomic_path, read_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scores", required=True, type=Path, help="fused score parquet")
+    p.add_argument(
+        "--scores", required=True, type=Path, help="fused score parquet (first replicate)"
+    )
     p.add_argument("--row-json", required=True, type=Path, help="the row's metrics (for the title)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--bins", type=int, default=60)
@@ -53,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         f"{row['table']} / {row['row']}: AUROC {100 * row['auroc']:.2f}, "
         f"FPR@95 {100 * row['fpr_at_95_tpr']:.2f}"
     )
+    if "auroc_seed_mean" in row:  # the plot is the first replicate's; say so
+        title += (
+            f"\n(replicate {row['replicates'][0]}; over {len(row['replicates'])} replicates AUROC "
+            f"{100 * row['auroc_seed_mean']:.2f} ± {100 * row['auroc_seed_std']:.2f})"
+        )
     plot(df, title, args.out, args.bins)
     print(args.out)
     return 0

@@ -16,13 +16,12 @@ import argparse
 import contextlib
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from sure_ood.io import InputError, atomic_path, file_digest, write_json
+from sure_ood.io import InputError, atomic_path, file_digest, write_json, write_text
 
 STATE_NAME = "state.pt"
 LOG_NAME = "train_log.jsonl"
@@ -40,6 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", required=True, type=Path, help="run summary (JSON) output")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--amp",
+        default="none",
+        choices=("none", "bf16", "fp16"),
+        help="autocast dtype on CUDA (no effect on the CPU)",
+    )
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory (CUDA)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
     p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -51,16 +59,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
+def _rng_state(device: str = "cpu") -> dict:
     import torch
 
     np_state = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
         "numpy_pos": int(np_state[2]),
         "python": list(random.getstate()[1]),
     }
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def _set_rng_state(s: dict) -> None:
@@ -70,6 +81,8 @@ def _set_rng_state(s: dict) -> None:
     keys = s["numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, s["numpy_pos"], 0, 0.0))
     random.setstate((3, tuple(s["python"]), None))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"].cpu(), torch.cuda.current_device())
 
 
 def _make_optimizer(params, recipe: dict):
@@ -118,8 +131,10 @@ def _eval_mode(model):
         model.train(was)
 
 
-def evaluate_accuracy(model, loader, device: str) -> float:
-    """Top-1 accuracy on a labelled loader (validation split of the known classes)."""
+def evaluate_accuracy(model, loader, device: str, dist_info=None) -> float:
+    """Top-1 accuracy on a labelled loader (validation split of the known classes).
+
+    Under data parallelism each process passes its shard and the counts are summed."""
     import torch
 
     correct = total = 0
@@ -128,6 +143,10 @@ def evaluate_accuracy(model, loader, device: str) -> float:
             pred = model(x.to(device)).argmax(1).cpu()
             correct += int((pred == y).sum())
             total += int(y.numel())
+    if dist_info is not None and dist_info.enabled:
+        from sure_ood.distributed import all_reduce_sum
+
+        correct, total = all_reduce_sum([correct, total], dist_info)
     return correct / max(total, 1)
 
 
@@ -144,20 +163,35 @@ def train(
     device: str = "auto",
     stop_after_epoch: int | None = None,
     summary_path: Path | None = None,
+    amp: str = "none",
+    channels_last: bool = False,
+    workers: int = 0,
+    pin_memory: bool | None = None,
 ) -> dict:
-    """Train (or resume) one run; returns the final log record."""
+    """Train (or resume) one run; returns the final log record.
+
+    GPU options (no effect on the CPU): ``amp`` (bf16 autocast of the forward passes),
+    ``channels_last``; ``workers`` / ``pin_memory`` (None = on CUDA) configure the loaders.
+    Started by ``torchrun`` with several processes, trains data-parallel
+    (``sure_ood.distributed``): ``recipe.batch_size`` stays the global batch."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from sure_ood.data import Normalization, make_transform, open_split, read_manifest
-    from sure_ood.models import build_model, load_init, model_spec, resolve_device
-    from sure_ood.tricks.crl import CorrectnessHistory
+    from sure_ood import distributed as ddp
+    from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
+    from sure_ood.models import build_model, load_init, model_spec
+    from sure_ood.tricks.crl import CorrectnessHistory as _CorrectnessHistory
     from sure_ood.tricks.sure_step import sure_step
     from sure_ood.tricks.swa import make_swa, maybe_update_bn
 
     torch.set_num_threads(max(1, threads))
-    device = resolve_device(device)
+    dist_info = ddp.setup(device)
+    device = dist_info.device
+    amp_dtype = ddp.amp_dtype(amp, device, training=True)
+    channels_last = ddp.use_channels_last(channels_last, device)
+    if pin_memory is None:
+        pin_memory = device.startswith("cuda")
     seed_everything(seed)
     classes = json.loads((data_dir / "classes.json").read_text())
     manifest = read_manifest(data_dir / "manifest.parquet")
@@ -171,14 +205,41 @@ def train(
     if file_init:
         load_init(model, file_init)
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if dist_info.enabled and dist_info.rank > 0:
+        # same initial weights on every process (DDP also broadcasts them), then each process
+        # its own stream for augmentation and dropout; rank 0 keeps the single-process stream
+        seed_everything(seed + 7919 * dist_info.rank)
 
-    norm = Normalization(**bench["normalization"])
+    tcfg = resolve_transform_config(bench, model)
+    norm = tcfg.pop("norm")
     aug = recipe.get("augmentation", "none")
     train_tf = make_transform("center", spec["img_size"], norm, train=True, augmentation=aug)
-    val_tf = make_transform("center", spec["img_size"], norm, **_test_tf(bench))
+    val_tf = make_transform("center", spec["img_size"], norm, **tcfg)
     train_ds = open_split(bench, manifest, "train", train_tf)
     val_ds = open_split(bench, manifest, "val", val_tf)
-    val_loader = DataLoader(val_ds, batch_size=256, shuffle=False)
+    if dist_info.enabled:
+        from torch.utils.data import Subset
+
+        val_ds = Subset(val_ds, list(ddp.shard_indices(len(val_ds), dist_info)))
+    loader_kw = {"num_workers": int(workers), "pin_memory": bool(pin_memory)}
+    if workers > 0:
+        loader_kw["persistent_workers"] = False
+    val_loader = DataLoader(val_ds, batch_size=256, shuffle=False, **loader_kw)
+
+    # the module the training step calls: DDP (gradients all-reduced in every backward, so
+    # SAM's norm is of the averaged gradient) and/or autocast; weights stay ``model``'s
+    train_fwd = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev_ids = [dist_info.local_rank] if device.startswith("cuda") else None
+        train_fwd = DistributedDataParallel(model, device_ids=dev_ids)
+        grad_weights = ddp.GlobalMeanGradients(dist_info.world_size)
+        grad_weights.register(train_fwd)
+    if amp_dtype is not None:
+        train_fwd = ddp.AutocastForward(train_fwd, device, amp_dtype)
 
     optimizer = _make_optimizer(model.parameters(), recipe)
     epochs = num_epochs(recipe)
@@ -190,6 +251,11 @@ def train(
             model, optimizer, recipe["swa_lr"], recipe.get("swa_anneal_epochs", 10)
         )
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.get("label_smoothing", 0.0))
+    if dist_info.enabled and recipe.get("crl_weight", 0.0) > 0:
+        # CRL ranks pairs by per-sample history: every process keeps all of it
+        CorrectnessHistory = ddp.gather_history_updates(_CorrectnessHistory)  # noqa: N806
+    else:
+        CorrectnessHistory = _CorrectnessHistory  # noqa: N806
     history = CorrectnessHistory(len(train_ds))
 
     # The state folder is keyed by everything that defines the run, so an edited recipe
@@ -200,8 +266,15 @@ def train(
     state_path = state_dir / STATE_NAME
     state_log = state_dir / LOG_NAME
     start_epoch, best = 1, {"val_acc": -1.0, "epoch": 0, "weights": None}
+    records: list[str] = []  # the log lines, kept in the state: a kill never loses one
     if state_path.exists():
-        s = torch.load(state_path, map_location=device, weights_only=True)
+        try:  # tensors and plain containers only: a crafted pickle never runs
+            s = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - every loader error becomes one clear message
+            raise InputError(
+                f"{state_path}: unreadable training state ({type(e).__name__}: {e}); "
+                "delete it to restart the run from scratch"
+            ) from e
         model.load_state_dict(s["model"])
         optimizer.load_state_dict(s["optimizer"])
         cosine.load_state_dict(s["cosine"])
@@ -209,29 +282,91 @@ def train(
             swa_model.load_state_dict(s["swa_model"])
             swa_sched.load_state_dict(s["swa_sched"])
         history.load_state_dict(s["crl"])
-        _set_rng_state(s["rng"])
+        rank_states = s.get("rng_ranks")
+        if dist_info.enabled and rank_states and len(rank_states) == dist_info.world_size:
+            _set_rng_state(rank_states[dist_info.rank])
+        else:
+            _set_rng_state(s["rng"])
         best = s["best"]
+        records = list(s.get("log", []))
         start_epoch = int(s["epoch"]) + 1
         print(f"resuming from {state_path} after epoch {s['epoch']}")
-    else:
+    elif dist_info.is_main:
         state_log.unlink(missing_ok=True)
 
     record: dict = {}
+    if epochs == 0 and not state_path.exists():
+        # a zero-epoch run: the initial weights as they are (e.g. the pretrained baseline)
+        val_acc = evaluate_accuracy(model, val_loader, device, dist_info)
+        record = {
+            "epoch": 0,
+            "lr": 0.0,
+            "train_loss": None,
+            "train_acc": None,
+            "val_acc": val_acc,
+            "swa": False,
+            "seconds": 0.0,
+        }
+        records.append(json.dumps(record))
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if dist_info.is_main:
+            with atomic_path(state_path) as tmp:
+                torch.save(
+                    {
+                        "epoch": 0,
+                        "model": weights,
+                        "optimizer": optimizer.state_dict(),
+                        "cosine": cosine.state_dict(),
+                        "crl": history.state_dict(),
+                        "rng": _rng_state(device),
+                        "best": {"val_acc": val_acc, "epoch": 0, "weights": weights},
+                        "spec": json.dumps(spec),
+                        "select": recipe.get("select", "last"),
+                        "log": records,
+                    },
+                    tmp,
+                )
+            write_text(state_log, "".join(r + "\n" for r in records))
+        ddp.barrier(dist_info)
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        loader = DataLoader(
-            train_ds, batch_size=recipe["batch_size"], shuffle=True, generator=gen, drop_last=False
-        )
-        model.train()
+        if dist_info.enabled:
+            sampler = ddp.GlobalBatchSampler(
+                len(train_ds), recipe["batch_size"], dist_info.rank, dist_info.world_size, gen
+            )
+            loader = DataLoader(train_ds, batch_sampler=sampler, generator=gen, **loader_kw)
+        else:
+            loader = DataLoader(
+                train_ds,
+                batch_size=recipe["batch_size"],
+                shuffle=True,
+                generator=gen,
+                drop_last=False,
+                **loader_kw,
+            )
+        train_fwd.train()
         lr = optimizer.param_groups[0]["lr"]
         tot_loss = tot_correct = tot_n = 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=2.0)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}/{epochs}",
+            leave=False,
+            mininterval=2.0,
+            disable=not dist_info.is_main,
+        )
         for step, (x, y, idx) in enumerate(bar, 1):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=pin_memory), y.to(device, non_blocking=pin_memory)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if dist_info.enabled:
+                grad_weights.set_batch(
+                    int(y.numel()),
+                    ddp.global_batch_size(step, len(train_ds), recipe["batch_size"]),
+                )
             try:
                 out = sure_step(
-                    model,
+                    train_fwd,
                     x,
                     y,
                     idx,
@@ -251,6 +386,10 @@ def train(
             tot_loss += out["loss"] * n
             tot_correct += int((out["clean_logits"].argmax(1) == y).sum())
             tot_n += n
+        if dist_info.enabled:
+            tot_loss, tot_correct, tot_n = ddp.all_reduce_sum(
+                [tot_loss, tot_correct, tot_n], dist_info
+            )
         history.end_epoch(epoch)
         if swa_model is not None and epoch > swa_start:
             swa_model.update_parameters(model)
@@ -260,7 +399,10 @@ def train(
         else:
             cosine.step()
             eval_model = model
-        val_acc = evaluate_accuracy(eval_model, val_loader, device)
+        eval_fwd = eval_model
+        if amp_dtype is not None:
+            eval_fwd = ddp.AutocastForward(eval_model, device, amp_dtype)
+        val_acc = evaluate_accuracy(eval_fwd, val_loader, device, dist_info)
         if val_acc > best["val_acc"]:
             best = {
                 "val_acc": val_acc,
@@ -276,31 +418,52 @@ def train(
             "swa": bool(swa_model is not None and epoch > swa_start),
             "seconds": round(time.perf_counter() - t0, 3),
         }
+        rng = _rng_state(device)
+        rank_states = None
+        if dist_info.enabled:
+            import torch.distributed as dist
+
+            rank_states = [None] * dist_info.world_size
+            dist.all_gather_object(rank_states, rng)
+        if not dist_info.is_main:
+            ddp.barrier(dist_info)  # wait until process 0 has saved the epoch
+            if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                ddp.cleanup(dist_info)
+                return record
+            continue
         print(json.dumps(record), flush=True)
+        records.append(json.dumps(record))
         state = {
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "cosine": cosine.state_dict(),
             "crl": history.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng,
             "best": best,
             "spec": json.dumps(spec),
             "select": recipe.get("select", "last"),
+            "log": records,
         }
         if swa_model is not None:
             state["swa_model"] = swa_model.state_dict()
             state["swa_sched"] = swa_sched.state_dict()
             state["swa_active"] = epoch > swa_start
+        if rank_states is not None:
+            state["rng_ranks"] = rank_states
         with atomic_path(state_path) as tmp:
             torch.save(state, tmp)
-        with open(state_log, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        write_text(state_log, "".join(r + "\n" for r in records))
+        ddp.barrier(dist_info)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             print(f"stopping after epoch {epoch} as asked")
+            ddp.cleanup(dist_info)
             return record
-    with atomic_path(log_path) as tmp:
-        shutil.copyfile(state_log, tmp)
+    ddp.cleanup(dist_info)
+    if not dist_info.is_main:
+        return record
+    write_text(log_path, "".join(r + "\n" for r in records))
+    record = json.loads(records[-1]) if records else record
     if summary_path is not None:
         s = torch.load(state_path, map_location="cpu", weights_only=True)
         write_json(
@@ -322,9 +485,13 @@ def run_fingerprint(bench, model_cfg, recipe, seed, init_file) -> str:
     """Short hash of everything that defines a run (and of the init file's bytes)."""
     import hashlib
 
+    from sure_ood.config import code_version
+
     h = hashlib.sha256(json.dumps([bench, model_cfg, recipe, seed], sort_keys=True).encode())
     if init_file:
         h.update(file_digest(init_file).encode())
+    # the training code too: a state written by other code is another run, never resumed
+    h.update(code_version("train").encode())
     return h.hexdigest()[:12]
 
 
@@ -350,6 +517,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         stop_after_epoch=args.stop_after_epoch,
         summary_path=args.summary,
+        amp=args.amp,
+        channels_last=args.channels_last,
+        workers=args.workers,
+        pin_memory={"auto": None, "true": True, "false": False}[args.pin_memory],
     )
     if args.stop_after_epoch is not None:
         return 3  # stopped early on purpose: the declared output is not written

@@ -143,7 +143,9 @@ SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-ProctrackType=proctrack/linuxproc
+# pgid, not linuxproc: a job requeued (as on preemption) must lose all its processes, and
+# linuxproc misses those reparented to init (seen: a requeued job's Snakemake survived).
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 MpiDefault=none
 SwitchType=switch/none

@@ -5,16 +5,24 @@ import os
 import shlex
 
 from sure_ood.config import (
+    ODIN_PARAMS,
     all_rows,
     all_test_models,
     check_config,
+    code_version,
     method_config,
     resolve_row,
+    row_config_subtree,
+    row_replicates,
     row_test_models,
 )
 from sure_ood.data import view_names
 
 check_config(config)
+
+# `--config data_root=/path` (top level) points an imagefolder benchmark at its images.
+if config.get("data_root"):
+    config["benchmark"]["data_root"] = config["data_root"]
 
 BENCH = config["benchmark"]["name"]
 OUT = f"results/{BENCH}"
@@ -31,9 +39,11 @@ wildcard_constraints:
     method="[a-z0-9_]+",
     view="[a-z0-9_]+",
     split="[a-z0-9_]+",
+    odin="t[0-9.e+-]+_e[0-9.e+-]+_s[01]",
     table="[a-z0-9_]+",
     row="[a-z0-9_]+",
     test_model="[a-z0-9_.-]+",
+    replicate="[0-9]+",
 
 
 def as_json(obj):
@@ -42,8 +52,22 @@ def as_json(obj):
 
 
 # The benchmark keys that define the splits: only these rerun prepare_data when edited.
-SPLIT_KEYS = ("name", "source", "known_classes", "unknown_classes", "split", "ood_fraction",
-              "seed", "data_root", "splits", "ssb_splits", "skip_unreadable")
+SPLIT_KEYS = (
+    "name",
+    "source",
+    "known_classes",
+    "unknown_classes",
+    "split",
+    "ood_fraction",
+    "seed",
+    "data_root",
+    "splits",
+    "ssb_splits",
+    "skip_unreadable",
+    "ood_splits",
+    "val_fraction",
+    "verify_images",
+)
 
 
 def get_split_config():
@@ -56,10 +80,44 @@ def res(rule_name, key, default):
     return r.get(rule_name, {}).get(key, r.get("default", {}).get(key, default))
 
 
+# ---- GPU options, multi-GPU launch, sharded extraction ------------------------------------
+EXTRACT_SHARDS = int(config.get("extract_shards", 1))
+
+
+def get_compute_args():
+    """`--amp ... --workers ... --pin-memory ... [--channels-last]` from config `compute`."""
+    c = config.get("compute", {})
+    args = [
+        f"--amp {c.get('amp', 'none')}",
+        f"--workers {int(c.get('workers', 0))}",
+        f"--pin-memory {str(c.get('pin_memory', 'auto')).lower()}",
+    ]
+    if c.get("channels_last", False):
+        args.append("--channels-last")
+    return " ".join(args)
+
+
+def get_feature_shards(wildcards):
+    """The shard caches of one split, in order (merge_features)."""
+    base = f"{OUT}/features/{wildcards.test_model}/view~{wildcards.view}/split~{wildcards.split}"
+    return [f"{base}/shard~{i}.npz" for i in range(EXTRACT_SHARDS)]
+
+
+def get_launcher(rule_name):
+    """`sure-ood`, or torchrun with one process per GPU when the rule gets more than one."""
+    gpus = int(res(rule_name, "gpu", 0))
+    if gpus > 1:
+        # `--`: torchrun's parser must not read the stage's options (--log is ambiguous to it)
+        return (
+            f"torchrun --standalone --nnodes=1 --nproc_per_node={gpus} -m sure_ood --"
+        )
+    return "sure-ood"
+
+
 def get_all_targets():
     targets = []
     for table in config["tables"]:
-        targets += [f"{OUT}/tables/{table}.csv", f"{OUT}/tables/{table}.md"]
+        targets += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "html")]
         targets += [
             f"{OUT}/figures/{table}/{row}.png"
             for row in config["tables"][table]["rows"]
@@ -157,24 +215,43 @@ def method_needs(method_id):
     return set(scores.get(method_config(config, method_id)["method"]).needs)
 
 
+# ODIN's hyper-parameters belong to the `odin` rule (it runs the network); its scorers have none.
+def odin_slug(params):
+    """The ODIN settings as a path level: methods with the same settings share one job."""
+    p = {**ODIN_PARAMS, **params}
+    return f"t{float(p['temperature']):g}_e{float(p['epsilon']):g}_s{int(bool(p['std_scaled']))}"
+
+
+def odin_path(test_model, slug, view, split):
+    return f"{OUT}/odin/{test_model}/odin~{slug}/view~{view}/split~{split}.npz"
+
+
+def get_odin_args(wildcards):
+    t, e, s = wildcards.odin.split("_")
+    args = f"--temperature {float(t[1:])} --epsilon {float(e[1:])}"
+    return args + (" --std-scaled" if s == "s1" else "")
+
+
 def get_score_inputs(wildcards):
     needs = method_needs(wildcards.method)
-    inputs = {
-        "features": [
-            feature_path(wildcards.test_model, wildcards.view, s) for s in TEST_SPLITS
-        ],
-        "prior": f"{OUT}/data/prior.npy",
-    }
+    tm, v = wildcards.test_model, wildcards.view
+    if "network" in needs:
+        slug = odin_slug(get_method(wildcards)["params"])
+        features = [odin_path(tm, slug, v, s) for s in TEST_SPLITS]
+    else:
+        features = [feature_path(tm, v, s) for s in TEST_SPLITS]
+    inputs = {"features": features, "prior": f"{OUT}/data/prior.npy"}
     if "train" in needs:
-        inputs["train"] = feature_path(wildcards.test_model, "center", "train")
+        inputs["train"] = feature_path(tm, "center", "train")
     return inputs
 
 
 def get_score_args(wildcards, input):
     m = get_method(wildcards)
     args = [f"--method {m['method']}"]
+    params = {} if "network" in method_needs(wildcards.method) else m["params"]
     args += [
-        f"--param {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in m["params"].items()
+        f"--param {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in params.items()
     ]
     args += [f"--features {shlex.quote(f)}" for f in input.features]
     if "train" in input.keys():
@@ -192,6 +269,31 @@ def get_row_json(wildcards):
     return as_json(get_row(wildcards))
 
 
+def get_row_config_json(wildcards):
+    """The row's full config subtree (row, model, recipe chain, method), for provenance."""
+    return as_json(row_config_subtree(config, wildcards.table, wildcards.row))
+
+
+def fused_path(table, row, replicate):
+    return f"{OUT}/fused/{table}/{row}/rep~{replicate}.parquet"
+
+
+def get_row_fused(wildcards):
+    """Fused scores of every replicate of a row; the first is the row's headline replicate."""
+    return [
+        fused_path(wildcards.table, wildcards.row, r)
+        for r in row_replicates(get_row(wildcards))
+    ]
+
+
+def get_row_fused_first(wildcards):
+    return get_row_fused(wildcards)[0]
+
+
+def get_row_replicates(wildcards):
+    return " ".join(str(r) for r in row_replicates(get_row(wildcards)))
+
+
 def get_fusion(wildcards):
     return get_row(wildcards)["fusion"]
 
@@ -204,7 +306,7 @@ def get_fuse_scores(wildcards):
     row = get_row(wildcards)
     return [
         f"{OUT}/scores/{tm.id}/method~{row['method']}/view~{view}/scores.parquet"
-        for tm in row_test_models(row)
+        for tm in row_test_models(row, int(wildcards.replicate))
         for view in row_views(row)
     ]
 
@@ -216,16 +318,22 @@ def get_fuse_features(wildcards):
         return []
     return [
         feature_path(tm.id, view, split)
-        for tm in row_test_models(row)
+        for tm in row_test_models(row, int(wildcards.replicate))
         for view in row_views(row)
         for split in TEST_SPLITS
     ]
 
 
+def row_test_models_all(row):
+    """Test models of every replicate of a row, in replicate order."""
+    return [tm for r in row_replicates(row) for tm in row_test_models(row, r)]
+
+
 def get_row_checkpoints(wildcards):
     row = get_row(wildcards)
     return [
-        f"{OUT}/test_models/{tm.id}/model.safetensors" for tm in row_test_models(row)
+        f"{OUT}/test_models/{tm.id}/model.safetensors"
+        for tm in row_test_models_all(row)
     ]
 
 
@@ -233,7 +341,7 @@ def get_row_features(wildcards):
     row = get_row(wildcards)
     return [
         feature_path(tm.id, view, split)
-        for tm in row_test_models(row)
+        for tm in row_test_models_all(row)
         for view in row_views(row)
         for split in TEST_SPLITS
     ]
@@ -252,6 +360,17 @@ def get_table_rows(wildcards):
         f"{OUT}/rows/{wildcards.table}/{row}.json"
         for row in get_table(wildcards)["rows"]
     ]
+
+
+def get_table_scores(wildcards):
+    """Headline fused scores of every row (the paired comparison with the reference row)."""
+    if not get_table(wildcards).get("reference_row"):
+        return []
+    out = []
+    for row_id in get_table(wildcards)["rows"]:
+        first = row_replicates(resolve_row(config, wildcards.table, row_id))[0]
+        out.append(fused_path(wildcards.table, row_id, first))
+    return out
 
 
 # Cheap rules run inside the main Snakemake process's machine, never as cluster jobs.

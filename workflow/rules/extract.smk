@@ -1,27 +1,73 @@
-rule extract:
-    input:
-        model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-        manifest=f"{OUT}/data/manifest.parquet",
-    output:
-        f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
-    log:
-        f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.log",
-    benchmark:
-        f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
-    threads: res("extract", "threads", 1)
-    resources:
-        mem_mb=res("extract", "mem_mb", 4000),
-        runtime=res("extract", "runtime", 60),
-        gpu=res("extract", "gpu", 0),
-    params:
-        benchmark=as_json(config["benchmark"]),
-        data_dir=get_data_dir,
-        batch_size=config.get("extract_batch_size", 256),
-        device=config.get("device", "auto"),
-    shell:
-        "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
-        "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
-        "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-        "--out {output:q} > {log:q} 2>&1"
+# One forward pass per (test model, view, split). With `extract_shards: N` (N > 1) each split is
+# cut into N contiguous shards, one job each, and merge_features.smk concatenates them in order.
+if EXTRACT_SHARDS == 1:
+
+    rule extract:
+        input:
+            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
+            manifest=f"{OUT}/data/manifest.parquet",
+        output:
+            f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
+        log:
+            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.log",
+        benchmark:
+            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.tsv"
+        conda:
+            "../../envs/sure-ood.yaml"
+        threads: res("extract", "threads", 1)
+        resources:
+            mem_mb=res("extract", "mem_mb", 4000),
+            runtime=res("extract", "runtime", 60),
+            gpu=res("extract", "gpu", 0),
+        params:
+            code=code_version("extract"),
+            benchmark=as_json(config["benchmark"]),
+            data_dir=get_data_dir,
+            batch_size=config.get("extract_batch_size", 256),
+            device=config.get("device", "auto"),
+            compute=get_compute_args(),
+        shell:
+            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
+            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
+            "{params.compute} --out {output:q} > {log:q} 2>&1"
+
+else:
+
+    rule extract:
+        input:
+            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
+            manifest=f"{OUT}/data/manifest.parquet",
+        output:
+            temp(
+                f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.npz"
+            ),
+        log:
+            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.log",
+        benchmark:
+            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.tsv"
+        wildcard_constraints:
+            shard="[0-9]+",
+        conda:
+            "../../envs/sure-ood.yaml"
+        threads: res("extract", "threads", 1)
+        resources:
+            mem_mb=res("extract", "mem_mb", 4000),
+            runtime=res("extract", "runtime", 60),
+            gpu=res("extract", "gpu", 0),
+        params:
+            code=code_version("extract"),
+            benchmark=as_json(config["benchmark"]),
+            data_dir=get_data_dir,
+            batch_size=config.get("extract_batch_size", 256),
+            device=config.get("device", "auto"),
+            compute=get_compute_args(),
+            num_shards=EXTRACT_SHARDS,
+        shell:
+            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
+            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
+            "{params.compute} --shard {wildcards.shard} --num-shards {params.num_shards} "
+            "--out {output:q} > {log:q} 2>&1"
+
+    include: "merge_features.smk"

@@ -12,5 +12,7 @@ rule finalize_swa:
     resources:
         mem_mb=res("finalize_swa", "mem_mb", 2000),
         runtime=res("finalize_swa", "runtime", 15),
+    params:
+        code=code_version("finalize_swa"),
     shell:
         "sure-ood finalize_swa --summary {input.summary:q} --out {output:q} > {log:q} 2>&1"

@@ -3,17 +3,18 @@ rule fuse:
         scores=get_fuse_scores,
         features=get_fuse_features,
     output:
-        f"{OUT}/fused/{{table}}/{{row}}.parquet",
+        f"{OUT}/fused/{{table}}/{{row}}/rep~{{replicate}}.parquet",
     log:
-        f"results/logs/{BENCH}/fused/{{table}}/{{row}}.log",
+        f"results/logs/{BENCH}/fused/{{table}}/{{row}}/rep~{{replicate}}.log",
     benchmark:
-        f"results/benchmarks/{BENCH}/fused/{{table}}/{{row}}.tsv"
+        f"results/benchmarks/{BENCH}/fused/{{table}}/{{row}}/rep~{{replicate}}.tsv"
     conda:
         "../../envs/sure-ood.yaml"
     resources:
         mem_mb=res("fuse", "mem_mb", 2000),
         runtime=res("fuse", "runtime", 15),
     params:
+        code=code_version("fuse"),
         fusion=get_fusion,
     shell:
         "sure-ood fuse --scores {input.scores:q} --features {input.features:q} "

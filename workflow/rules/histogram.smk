@@ -1,6 +1,6 @@
 rule histogram:
     input:
-        scores=f"{OUT}/fused/{{table}}/{{row}}.parquet",
+        scores=get_row_fused_first,
         row=f"{OUT}/rows/{{table}}/{{row}}.json",
     output:
         report(
@@ -8,6 +8,7 @@ rule histogram:
             caption="../report/histogram.rst",
             category="Histograms",
             subcategory="{table}",
+            labels={"table": "{table}", "row": "{row}"},
         ),
     log:
         f"results/logs/{BENCH}/figures/{{table}}/{{row}}.log",
@@ -18,6 +19,8 @@ rule histogram:
     resources:
         mem_mb=res("histogram", "mem_mb", 1000),
         runtime=res("histogram", "runtime", 10),
+    params:
+        code=code_version("histogram"),
     shell:
         "sure-ood histogram --scores {input.scores:q} --row-json {input.row:q} "
         "--out {output:q} > {log:q} 2>&1"

@@ -13,6 +13,7 @@ rule make_test_model:
         mem_mb=res("make_test_model", "mem_mb", 2000),
         runtime=res("make_test_model", "runtime", 15),
     params:
+        code=code_version("make_test_model"),
         args=get_test_model_args,
     shell:
         "sure-ood make_test_model --runs {input.runs:q} {params.args} --out {output:q} "

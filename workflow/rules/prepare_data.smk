@@ -13,6 +13,7 @@ rule prepare_data:
         mem_mb=res("prepare_data", "mem_mb", 2000),
         runtime=res("prepare_data", "runtime", 30),
     params:
+        code=code_version("prepare_data"),
         benchmark=get_split_config(),
         out_dir=get_data_dir_of_output,
     shell:

@@ -1,13 +1,23 @@
 rule table:
     input:
-        get_table_rows,
+        rows=get_table_rows,
+        scores=get_table_scores,
     output:
         csv=report(
             f"{OUT}/tables/{{table}}.csv",
             caption="../report/table.rst",
             category="Tables",
+            subcategory="{table}",
+            labels={"table": "{table}", "format": "CSV"},
         ),
         md=f"{OUT}/tables/{{table}}.md",
+        html=report(
+            f"{OUT}/tables/{{table}}.html",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{table}",
+            labels={"table": "{table}", "format": "HTML"},
+        ),
     log:
         f"results/logs/{BENCH}/tables/{{table}}.log",
     benchmark:
@@ -18,7 +28,11 @@ rule table:
         mem_mb=res("table", "mem_mb", 1000),
         runtime=res("table", "runtime", 10),
     params:
+        code=code_version("table"),
         table=get_table_json,
+        n_boot=config.get("bootstrap", 1000),
     shell:
-        "sure-ood table --rows {input:q} --table {params.table} "
-        "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+        "sure-ood table --rows {input.rows:q} --table {params.table} "
+        "--n-boot {params.n_boot} "
+        "--out-csv {output.csv:q} --out-md {output.md:q} --out-html {output.html:q} "
+        "> {log:q} 2>&1"

@@ -18,6 +18,7 @@ rule train:
         runtime=res("train", "runtime", 120),
         gpu=res("train", "gpu", 0),
     params:
+        code=code_version("train"),
         benchmark=as_json(config["benchmark"]),
         model=get_model_json,
         recipe=get_recipe_json,
@@ -28,9 +29,12 @@ rule train:
         state_dir=get_state_dir,
         init=get_init_arg,
         device=config.get("device", "auto"),
+        # GPU options (amp, channels-last, loader workers); torchrun when resources gpu > 1
+        compute=get_compute_args(),
+        launcher=get_launcher("train"),
     shell:
-        "sure-ood train --benchmark {params.benchmark} --model {params.model} "
+        "{params.launcher} train --benchmark {params.benchmark} --model {params.model} "
         "--recipe {params.recipe} --seed {params.seed} --data-dir {params.data_dir:q} "
         "{params.init} --state-dir {params.state_dir:q} --log {output.log:q} "
         "--summary {output.summary:q} --threads {threads} --device {params.device} "
-        "> {log:q} 2>&1"
+        "{params.compute} > {log:q} 2>&1"

@@ -1,0 +1,522 @@
+"""End-to-end wall time of the workflow, the no-op rerun, and a per-rule cost summary.
+
+Copies what a user checks out (Snakefile, workflow/, config/, envs/) into a temporary folder
+(never runs Snakemake inside the repository), then:
+
+1. ``snakemake --cores N --configfile CONFIG``: wall time, peak RSS of any process of the run
+   (``wait4`` rusage: Snakemake and every job it waited for), load average before and after;
+2. the no-op rerun, the same command again (it must schedule nothing; target <= 5 s), timed
+   ``--noop-repeats`` times, plus where its time goes: ``import snakemake.cli``, the package
+   imports of ``common.smk``, and (``--profile-noop``) a cProfile of one no-op rerun;
+3. a summary of Snakemake's ``benchmark:`` files (``results/benchmarks/<bench>/**.tsv``):
+   per rule count, total/mean/max seconds, max ``max_rss``, and the critical path (the longest
+   chain of job seconds through the DAG, read from the run's log), against the wall time.
+
+    .venv/bin/python benchmarks/bench_workflow.py                        # mnist_osr, minutes
+    .venv/bin/python benchmarks/bench_workflow.py --config-file config/digits_osr.yaml
+    .venv/bin/python benchmarks/bench_workflow.py --workdir /tmp/w --reuse   # no-op + summary
+    .venv/bin/python benchmarks/bench_workflow.py --summarise-only /tmp/w    # TSVs only
+
+``--json PATH`` writes every figure as JSON (``benchmarks/run_all.py`` reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NOOP_TARGET_S = 5.0
+E2E_TARGET_S = 300.0
+
+# benchmark path (below results/benchmarks/<bench>/) -> rule, when no run log is available
+PATH_RULES = (
+    ("features/", "extract"),
+    ("scores/", "score"),
+    ("fused/", "fuse"),
+    ("rows/", "evaluate"),
+    ("figures/", "histogram"),
+    ("tables/", "table"),
+    ("odin/", "odin"),
+)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e.setdefault("OMP_NUM_THREADS", "1")
+    return e
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Same as tests/conftest.py: the files a user checks out, nothing from results/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
+    for d in ("workflow", "config", "envs"):
+        shutil.copytree(ROOT / d, dest / d, dirs_exist_ok=True)
+    return dest
+
+
+def timed(cmd: list[str], cwd: Path, log: Path | None = None, timeout: float | None = None):
+    """Run ``cmd``; return (rc, wall s, peak RSS MiB of it and its waited-for descendants, out).
+
+    Output goes to ``log`` when given (a long run's log can be large), else is captured.
+    """
+    t0 = time.perf_counter()
+    out_f = open(log, "w") if log else subprocess.PIPE
+    try:
+        p = subprocess.Popen(
+            cmd, cwd=cwd, env=env(), stdout=out_f, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = None if timeout is None else t0 + timeout
+        out = ""
+        if log is None:
+            try:
+                out, _ = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            rc = p.returncode
+            # rusage of a communicate()d child: via RUSAGE_CHILDREN deltas is unreliable, so
+            # peak RSS is only reported for logged runs (wait4 below)
+            return rc, time.perf_counter() - t0, None, out
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline and time.perf_counter() > deadline:
+                p.kill()
+            time.sleep(0.2)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        return p.returncode, time.perf_counter() - t0, ru.ru_maxrss / 1024, ""
+    finally:
+        if log:
+            out_f.close()
+
+
+def snakemake_cmd(cores: int, configfile: str, *extra: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--cores", str(cores), "--configfile", configfile, *extra]
+
+
+# ---- run log: jobs, their benchmark files, inputs/outputs, start/finish -------------------
+_TS = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def parse_run_log(text: str) -> dict[int, dict]:
+    """Jobs of a Snakemake 9 run log: {jobid: {rule, input, output, benchmark, start, end}}."""
+    jobs: dict[int, dict] = {}
+    ts = None
+    cur: dict | None = None
+    for line in text.splitlines():
+        m = _TS.match(line.strip())
+        if m:
+            ts = time.mktime(time.strptime(m.group(1), "%a %b %d %H:%M:%S %Y"))
+            cur = None
+            continue
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            cur = {"rule": m.group(1), "input": [], "output": [], "benchmark": None, "start": ts}
+            continue
+        m = re.match(r"^Finished jobid: (\d+)", line)
+        if m and int(m.group(1)) in jobs:
+            jobs[int(m.group(1))]["end"] = ts
+            continue
+        if cur is not None:
+            m = re.match(r"^\s+(input|output|benchmark|jobid): (.*)$", line)
+            if m:
+                key, val = m.groups()
+                if key == "jobid":
+                    jobs[int(val)] = cur
+                elif key == "benchmark":
+                    cur["benchmark"] = val.strip()
+                else:
+                    cur[key] = [v.strip() for v in val.split(",") if v.strip()]
+    return jobs
+
+
+def planned_jobs(text: str) -> dict[str, int]:
+    """The first ``Job stats`` table of a run log: {rule: planned jobs} (target rules dropped)."""
+    m = re.search(r"Job stats:\n(.*?)\n\n", text, flags=re.S)
+    out = {}
+    for line in m.group(1).splitlines() if m else []:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "all", "job"):
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def read_tsv(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    except OSError:
+        return None
+    if not rows:
+        return None
+
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    r = rows[-1]  # one row per repeat; Snakemake writes one unless `repeat()` is used
+    return {
+        "s": num(r.get("s")),
+        "max_rss": num(r.get("max_rss")),
+        "cpu_time": num(r.get("cpu_time")),
+    }
+
+
+def rule_of_path(rel: str) -> str:
+    for prefix, rule in PATH_RULES:
+        if rel.startswith(prefix):
+            return rule
+    return Path(
+        rel
+    ).stem  # runs/.../train.tsv, prepare_data.tsv, test_models/.../make_test_model.tsv
+
+
+def summarise(workdir: Path, bench: str | None = None, log_text: str | None = None) -> dict:
+    """Per-rule figures from the benchmark TSVs, and the critical path when a log is given."""
+    base = workdir / "results" / "benchmarks"
+    if bench is None:
+        benches = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        if len(benches) != 1:
+            print(f"{base}: expected one benchmark folder, found {benches}: no per-rule summary")
+            return {}
+        bench = benches[0]
+    jobs = parse_run_log(log_text) if log_text else {}
+    by_bench = {j["benchmark"]: j for j in jobs.values() if j.get("benchmark")}
+    per_rule: dict[str, list[dict]] = defaultdict(list)
+    weights: dict[str, float] = {}
+    cpu_weights: dict[str, float] = {}
+    for tsv in sorted((base / bench).rglob("*.tsv")):
+        rel = tsv.relative_to(workdir).as_posix()
+        rec = read_tsv(tsv)
+        if rec is None:
+            continue
+        job = by_bench.get(rel)
+        rule = job["rule"] if job else rule_of_path(tsv.relative_to(base / bench).as_posix())
+        per_rule[rule].append(rec)
+        weights[rel] = rec["s"]
+        cpu_weights[rel] = rec["cpu_time"] if rec["cpu_time"] == rec["cpu_time"] else 0.0
+    rules = {}
+    for rule, recs in per_rule.items():
+        secs = [r["s"] for r in recs]
+        rss = [r["max_rss"] for r in recs if r["max_rss"] == r["max_rss"]]
+        cpu = [r["cpu_time"] for r in recs if r["cpu_time"] == r["cpu_time"]]
+        rules[rule] = {
+            "count": len(recs),
+            "total_cpu_s": round(sum(cpu), 2),
+            "total_s": round(sum(secs), 2),
+            "mean_s": round(statistics.mean(secs), 2),
+            "max_s": round(max(secs), 2),
+            "max_rss_mib": round(max(rss), 1) if rss else None,
+        }
+    out = {"bench": bench, "rules": rules, "jobs": sum(r["count"] for r in rules.values())}
+    planned = planned_jobs(log_text) if log_text else {}
+    if planned and any(rules.get(r, {}).get("count", 0) < n for r, n in planned.items()):
+        # an unfinished run: extrapolate each rule's mean to its planned number of jobs
+        est, missing = 0.0, []
+        for r, n in planned.items():
+            if r in rules and rules[r].get("total_cpu_s"):
+                est += n * rules[r]["total_cpu_s"] / rules[r]["count"]
+            else:
+                missing.append(r)
+        out["planned"] = planned
+        out["estimated_total_cpu_s"] = round(est, 1)
+        out["estimate_missing_rules"] = missing
+    out["sum_job_s"] = round(sum(r["total_s"] for r in rules.values()), 1)
+    # CPU seconds barely depend on the machine's load (wall seconds do): their sum / cores is
+    # what the run would take on idle cores with perfect packing
+    out["sum_cpu_s"] = round(sum(r["total_cpu_s"] for r in rules.values()), 1)
+    if jobs:
+        out["critical_path"] = critical_path(jobs, weights)
+        out["critical_path_cpu"] = critical_path(jobs, cpu_weights)
+    return out
+
+
+def critical_path(jobs: dict[int, dict], weights: dict[str, float]) -> dict:
+    """Longest chain of job seconds (benchmark ``s``) through the DAG of the run's jobs."""
+    producer = {o: jid for jid, j in jobs.items() for o in j["output"]}
+    memo: dict[int, tuple[float, list[int]]] = {}
+
+    def longest(jid: int) -> tuple[float, list[int]]:
+        if jid in memo:
+            return memo[jid]
+        j = jobs[jid]
+        best = (0.0, [])
+        for f in j["input"]:
+            p = producer.get(f)
+            if p is not None and p != jid:
+                cand = longest(p)
+                if cand[0] > best[0]:
+                    best = cand
+        w = weights.get(j.get("benchmark") or "", 0.0)
+        memo[jid] = (best[0] + w, best[1] + [jid])
+        return memo[jid]
+
+    sys.setrecursionlimit(max(10_000, sys.getrecursionlimit()))
+    total, path = max((longest(j) for j in jobs), key=lambda t: t[0], default=(0.0, []))
+    steps = []
+    for jid in path:
+        j = jobs[jid]
+        out0 = j["output"][0] if j["output"] else ""
+        steps.append(
+            {"rule": j["rule"], "s": weights.get(j.get("benchmark") or "", 0.0), "output": out0}
+        )
+    return {"s": round(total, 1), "steps": steps}
+
+
+# ---- the no-op rerun ---------------------------------------------------------------------
+def probe_imports(repeats: int = 3) -> dict:
+    """Seconds of the Python imports that every Snakemake invocation of this workflow pays."""
+    probes = {
+        "python_startup": "pass",
+        "import snakemake.cli": "import snakemake.cli",
+        "import sure_ood.config + .data (common.smk)": "import sure_ood.config, sure_ood.data",
+        "import sure_ood.scores (method_needs)": "import sure_ood.scores",
+        "import torch": "import torch",
+        "sure_ood.config.code_version of every stage (rule params)": (
+            "import sure_ood.config as c, sure_ood.cli as k\n"
+            "if hasattr(c, 'code_version'):\n"
+            "    [c.code_version(s) for s in k.STAGES if c._module_file("
+            "c.Path(c.__file__).parent.parent, 'sure_ood.' + s)]"
+        ),
+    }
+    out = {k: float("inf") for k in probes}
+    for _ in range(repeats):  # interleaved, best of `repeats`: load drift hits all alike
+        for name, code in probes.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env(), check=True)
+            out[name] = round(min(out[name], time.perf_counter() - t0), 2)
+    return out
+
+
+def profile_noop(workdir: Path, cores: int, configfile: str, top: int = 25) -> list[dict]:
+    """cProfile one no-op rerun; the top functions of snakemake / sure_ood by cumulative time."""
+    import pstats
+
+    prof = workdir / "noop.prof"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "snakemake"]
+    cmd += ["--cores", str(cores), "--configfile", configfile]
+    subprocess.run(cmd, cwd=workdir, env=env(), capture_output=True, check=True)
+    st = pstats.Stats(str(prof))
+    rows = []
+    for (fname, line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if any(k in fname for k in ("snakemake", "sure_ood", ".smk", "Snakefile")) or func in (
+            "<module>",
+        ):
+            short = fname.split("site-packages/")[-1].split("/work/main/")[-1]
+            rows.append({"cum_s": round(ct, 3), "function": f"{short}:{line}({func})"})
+    rows.sort(key=lambda r: -r["cum_s"])
+    seen, out = set(), []
+    for r in rows:
+        if r["function"] in seen:
+            continue
+        seen.add(r["function"])
+        out.append(r)
+        if len(out) >= top:
+            break
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------
+def print_report(res: dict) -> None:
+    print(f"\nmachine: {res['cpu']}, {res['cpus']} logical CPUs, --cores {res['cores']}")
+    if "run" in res:
+        r = res["run"]
+        ok = "met" if r["wall_s"] <= E2E_TARGET_S else "MISSED"
+        print(
+            f"full run ({res['configfile']}): rc={r['rc']} wall {r['wall_s']:.1f} s "
+            f"(target <= {E2E_TARGET_S:.0f} s: {ok}); peak RSS of one process "
+            f"{r['peak_rss_mib']:.0f} MiB; load avg before {r['load_before']} "
+            f"after {r['load_after']}"
+        )
+    if "noop" in res:
+        n = res["noop"]
+        ok = "met" if n["median_s"] <= NOOP_TARGET_S else "MISSED"
+        print(
+            f"no-op rerun: median {n['median_s']:.2f} s of {n['times_s']} "
+            f"(target <= {NOOP_TARGET_S:.0f} s: {ok}); nothing scheduled: {n['nothing_to_do']}; "
+            f"load avg {n['load']}"
+        )
+    if "imports" in res:
+        print("import costs (fresh interpreter, s):")
+        for k, v in res["imports"].items():
+            print(f"  {v:6.2f}  {k}")
+    if "noop_profile" in res:
+        print("no-op rerun, cProfile cumulative s (snakemake / sure_ood / workflow frames):")
+        for r in res["noop_profile"]:
+            print(f"  {r['cum_s']:7.3f}  {r['function']}")
+    s = res.get("summary")
+    if s:
+        print(
+            f"\nper-rule summary of results/benchmarks/{s['bench']}/**.tsv "
+            f"({s['jobs']} jobs, sum of job wall seconds {s['sum_job_s']} s, "
+            f"of job CPU seconds {s['sum_cpu_s']} s):"
+        )
+        print("| rule | jobs | total s | mean s | max s | total CPU s | max max_rss MiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for rule, r in sorted(s["rules"].items(), key=lambda kv: -kv[1]["total_s"]):
+            print(
+                f"| {rule} | {r['count']} | {r['total_s']:.1f} | {r['mean_s']:.2f} | "
+                f"{r['max_s']:.1f} | {r['total_cpu_s']:.1f} | {r['max_rss_mib']} |"
+            )
+        if "planned" in s:
+            done = sum(r["count"] for r in s["rules"].values())
+            print(
+                f"unfinished run ({done} of {sum(s['planned'].values())} planned jobs): "
+                f"each rule's mean CPU s x its planned jobs = {s['estimated_total_cpu_s']} CPU s"
+                f" (/ {res['cores']} cores = {s['estimated_total_cpu_s'] / res['cores']:.0f} s)"
+                + (
+                    f"; no job yet of {s['estimate_missing_rules']}"
+                    if s["estimate_missing_rules"]
+                    else ""
+                )
+            )
+        for key, what in (("critical_path", "wall"), ("critical_path_cpu", "CPU")):
+            cp = s.get(key)
+            if not cp:
+                continue
+            chain = " -> ".join(f"{st['rule']}({st['s']:.1f})" for st in cp["steps"])
+            total = s["sum_job_s"] if what == "wall" else s["sum_cpu_s"]
+            lb = max(cp["s"], total / res["cores"])
+            print(f"critical path in job {what} s: {cp['s']} s: {chain}")
+            print(
+                f"  lower bound on wall with {res['cores']} cores = max(critical path, "
+                f"sum / cores) = {lb:.1f} s"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config-file", default="config/config.yaml")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, help="default: a new temporary folder")
+    ap.add_argument("--reuse", action="store_true", help="skip the full run (workdir has one)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--noop-repeats", type=int, default=3)
+    ap.add_argument("--profile-noop", action="store_true", help="cProfile one no-op rerun")
+    ap.add_argument("--no-imports", action="store_true", help="skip the import probes")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument(
+        "--summarise-only",
+        type=Path,
+        metavar="WORKDIR",
+        help="only summarise WORKDIR's benchmark TSVs (and its run.log if present)",
+    )
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = ap.parse_args(argv)
+
+    res: dict = {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "cores": args.cores,
+        "configfile": args.config_file,
+    }
+    if args.summarise_only:
+        log = args.summarise_only / "run.log"
+        res["summary"] = summarise(
+            args.summarise_only, None, log.read_text() if log.exists() else None
+        )
+        print_report(res)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return 0
+
+    tmp = None
+    if args.workdir is None:
+        tmp = Path(tempfile.mkdtemp(prefix="sure_ood_bench_wf_"))
+        work = tmp
+    else:
+        work = args.workdir
+    rc = 0
+    try:
+        if not args.reuse:
+            copy_workflow(work)
+            print(
+                f"running the workflow in {work} ({args.config_file}, --cores {args.cores}); "
+                f"log: {work / 'run.log'}",
+                flush=True,
+            )
+            load0 = load_average()
+            code, wall, rss, _ = timed(
+                snakemake_cmd(args.cores, args.config_file),
+                work,
+                log=work / "run.log",
+                timeout=args.timeout,
+            )
+            res["run"] = {
+                "rc": code,
+                "wall_s": round(wall, 1),
+                "peak_rss_mib": rss,
+                "load_before": load0,
+                "load_after": load_average(),
+            }
+            print(f"  rc={code}, wall {wall:.1f} s, load avg {load_average()}", flush=True)
+            if code != 0:
+                print((work / "run.log").read_text()[-4000:])
+                rc = 1
+        if rc == 0:
+            times, nothing = [], True
+            for _ in range(args.noop_repeats):
+                code, wall, _, out = timed(snakemake_cmd(args.cores, args.config_file), work)
+                times.append(round(wall, 2))
+                nothing &= code == 0 and "Nothing to be done" in out
+            res["noop"] = {
+                "times_s": times,
+                "median_s": statistics.median(times),
+                "nothing_to_do": nothing,
+                "load": load_average(),
+            }
+            if not nothing:
+                print(out[-3000:])
+                rc = 1
+            if not args.no_imports:
+                res["imports"] = probe_imports()
+            if args.profile_noop:
+                res["noop_profile"] = profile_noop(work, args.cores, args.config_file)
+        log = work / "run.log"
+        res["summary"] = summarise(work, None, log.read_text() if log.exists() else None)
+        print_report(res)
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+    finally:
+        if tmp is not None and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

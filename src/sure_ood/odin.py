@@ -1,0 +1,102 @@
+"""Stage ``odin``: ODIN scores, the one method that needs the network (Liang et al. 2018).
+
+Per batch, one backward pass to the input with frozen weights (``scores.odin.odin_scores``):
+x~ = x - eps * sign(grad_x CE(z(x) / T, argmax z)), score = max softmax(z(x~) / T). The output
+is the split's feature cache with the per-image ``odin_score`` added, so ``odin`` and
+``rw_odin`` (RW+ODIN, Jiang et al. 2023, which also reads the clean logits) score it like any
+other cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sure_ood.io import InputError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-model", required=True, type=Path)
+    p.add_argument("--features", required=True, type=Path, help="the split's feature cache")
+    p.add_argument("--benchmark", required=True, help="benchmark config subtree (JSON)")
+    p.add_argument("--data-dir", required=True, type=Path)
+    p.add_argument("--split", required=True)
+    p.add_argument("--view", default="center")
+    p.add_argument("--temperature", type=float, default=1000.0)
+    p.add_argument("--epsilon", type=float, default=0.0014)
+    p.add_argument(
+        "--std-scaled",
+        action="store_true",
+        help="divide the gradient sign by the normalisation std (OpenOOD; eps in pixel units)",
+    )
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path)
+
+
+def odin(
+    test_model: Path,
+    features: Path,
+    bench: dict,
+    data_dir: Path,
+    split: str,
+    view: str,
+    temperature: float,
+    epsilon: float,
+    std_scaled: bool,
+    out: Path,
+    batch_size: int = 256,
+    threads: int = 1,
+    device: str = "auto",
+) -> np.ndarray:
+    import torch
+
+    from sure_ood.cache import load_cache, save_cache
+    from sure_ood.data import open_test_loader
+    from sure_ood.scores.odin import ODIN_KEY, odin_scores
+
+    torch.set_num_threads(max(1, threads))
+    cache = load_cache(features)
+    model, _, loader, device = open_test_loader(
+        test_model, bench, data_dir, split, view, batch_size, device=device
+    )
+    model.eval().requires_grad_(False)
+    std = bench["normalization"]["std"] if std_scaled else None
+    parts, labels = [], []
+    for x, y, _ in loader:
+        parts.append(odin_scores(model, x.to(device), temperature, epsilon, std))
+        labels.append(y.numpy())
+    scores = np.concatenate(parts)
+    if not np.array_equal(np.concatenate(labels), cache.labels):
+        raise InputError(
+            f"{features}: its images are not those of split {split!r} "
+            f"(labels differ); re-extract the features"
+        )
+    cache.extra[ODIN_KEY] = scores
+    cache.source = str(out)
+    save_cache(out, cache)
+    return scores
+
+
+def run(args: argparse.Namespace) -> int:
+    s = odin(
+        args.test_model,
+        args.features,
+        json.loads(args.benchmark),
+        args.data_dir,
+        args.split,
+        args.view,
+        args.temperature,
+        args.epsilon,
+        args.std_scaled,
+        args.out,
+        args.batch_size,
+        args.threads,
+        args.device,
+    )
+    print(f"{args.out}: ODIN scores of {len(s)} images (mean {s.mean():.4f})")
+    return 0

@@ -1,0 +1,108 @@
+"""config/imagenet_ssb.yaml (the published experiment) dry-runs on ImageFolder data; its scaled-down
+copy config/imagenet_ssb_tiny.yaml runs end to end on the CPU through real Snakemake."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, copy_workflow, run_snakemake
+from imagefolder_fixture import KNOWN, make_imagefolder
+
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="session")
+def inet_data(tmp_path_factory):
+    return make_imagefolder(tmp_path_factory.mktemp("inet_cfg") / "data")
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    block = text.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+def test_published_config_matches_the_spec():
+    cfg = yaml.safe_load((ROOT / "config/imagenet_ssb.yaml").read_text())
+    sure = cfg["recipes"]["sure"]
+    assert cfg["models"]["deit3_base_384"] == {"arch": "deit3_base_patch16_384", "img_size": 384}
+    assert sure["init"] == {"timm_tag": "fb_in1k"}
+    expected = {  # spec 4.4
+        "epochs": 20, "extra_final_epoch": True, "batch_size": 32, "optimizer": "sgd",
+        "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-3, "sam_rho": 0.05,
+        "swa_start_epoch": 0, "swa_lr": 1e-4, "swa_anneal_epochs": 10, "mixup_weight": 0.2,
+        "mixup_beta": 10.0, "crl_weight": 0.0, "head": "cosine", "cos_temperature": 8.0,
+        "feature_clip": 100.0, "label_smoothing": 0.1, "augmentation": "randaugment",
+    }  # fmt: skip
+    assert {k: sure[k] for k in expected} == expected
+    b = cfg["benchmark"]
+    assert b["ood_splits"] == ["ssb_easy", "ssb_hard"] and b["val_fraction"] > 0
+    assert b["test_transform"] == {"crop_ratio": 0.875, "interpolation": "bilinear"}
+    pub = {(t, r): (v.get("auroc"), v.get("fpr_at_95_tpr")) for t in cfg["tables"]
+           for r, v in cfg["tables"][t].get("published", {}).items()}  # fmt: skip
+    assert pub[("sure_vs_baseline", "baseline")] == (34.28, 96.86)
+    tricks = [pub[("tricks", r)] for r in cfg["tables"]["tricks"]["rows"]]
+    assert tricks == [(79.97, 68.03), (80.25, 64.59), (80.31, 64.25), (80.61, 63.58),
+                      (81.54, 61.72)]  # fmt: skip
+    rows = cfg["tables"]["tricks"]["rows"]
+    assert rows["sure_no_ln_480_ensemble_fivecrop"] == {
+        "seeds": [0, 1], "drop_final_norm": True, "img_size": 480, "views": "five_crop"
+    }  # fmt: skip
+    assert cfg["resources"]["train"]["gpu"] >= 1 and cfg["resources"]["extract"]["gpu"] >= 1
+
+
+def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
+    work = copy_workflow(tmp_path)
+    r = run_snakemake(
+        work, "-n", "-p", "--configfile", "config/imagenet_ssb.yaml",
+        "--config", f"data_root={inet_data}",
+    )  # fmt: skip
+    out = r.stdout + r.stderr
+    jobs = _job_counts(out)
+    # runs: baseline, sure seed 0, sure seed 1; test models: baseline, sure (LN), sure no-LN,
+    # no-LN 480, soup of seeds 0+1 at 480
+    assert jobs["prepare_data"] == 1 and jobs["train"] == 3 and jobs["make_test_model"] == 5
+    # sharded extraction (4 shards), merged per split before scoring
+    assert jobs["extract"] == 4 * jobs["merge_features"]
+    assert "--shard 3 --num-shards 4" in out
+    # 3 test splits per (test model, view): 5 test models at the centre view + the 5 five-crop
+    # views of the souped 480 model
+    assert jobs["merge_features"] == 3 * (5 + 5)
+    # two GPUs per training job: one torchrun process each; bf16 + channels-last on CUDA
+    assert "torchrun --standalone --nnodes=1 --nproc_per_node=2 -m sure_ood -- train" in out
+    assert "--amp bf16" in out and "--channels-last" in out
+    assert f'"data_root": "{inet_data}"' in out
+    for split in ("id_test", "ssb_easy", "ssb_hard"):
+        assert f"split~{split}.npz" in out
+    assert "rows/tricks/sure_no_ln_480_ensemble_fivecrop.json" in out
+
+
+def test_tiny_copy_runs_end_to_end(inet_data, tmp_path):
+    work = copy_workflow(tmp_path)
+    run_snakemake(
+        work, "--cores", "2", "--configfile", "config/imagenet_ssb_tiny.yaml",
+        "--config", f"data_root={inet_data}",
+    )  # fmt: skip
+    out = work / "results/imagenet_ssb_tiny"
+    classes = json.loads((out / "data/classes.json").read_text())
+    assert classes["known_classes"] == sorted(KNOWN)
+    assert classes["counts"] == {
+        "train": 144, "val": 16, "id_test": 40, "ssb_easy": 20, "ssb_hard": 20
+    }  # fmt: skip
+    # the merged shards hold every image of the split, in manifest order
+    feats = out / "features/deit3_micro-baseline-s0/view~center"
+    m = pd.read_parquet(out / "data/manifest.parquet")
+    for split in ("id_test", "ssb_easy", "ssb_hard"):
+        with np.load(feats / f"split~{split}.npz") as z:
+            np.testing.assert_array_equal(z["labels"], m[m.split == split].label.to_numpy())
+    row = json.loads((out / "rows/sure_vs_baseline/baseline.json").read_text())
+    assert row["n_id"] == 40 and row["n_ood"] == 40
+    assert set(row["per_split"]) == {"ssb_easy", "ssb_hard"}
+    table = pd.read_csv(out / "tables/sure_vs_baseline.csv")
+    assert list(table["row"]) == ["baseline", "sure_no_ln"]
+    assert ((table["auroc"] > 0.5) & (table["id_accuracy"] > 0.5)).all(), table
+    assert "34.28" in (out / "tables/sure_vs_baseline.md").read_text()

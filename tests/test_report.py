@@ -1,0 +1,81 @@
+"""After the shared digits run: replicates, the reference-row comparison, provenance, and the
+Snakemake HTML report (every table and histogram, captions, workflow text, config)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def test_replicated_row_has_seed_statistics_and_full_provenance(digits_run):
+    out = digits_run / "results/digits_osr"
+    row = json.loads((out / "rows/tricks/sure.json").read_text())
+    assert row["replicates"] == [0, 1]
+    assert row["scores_file"].endswith("fused/tricks/sure/rep~0.parquet")
+    assert (out / "fused/tricks/sure/rep~1.parquet").exists()
+    assert len(row["auroc_seed_values"]) == 2
+    assert row["auroc_seed_values"][0] == pytest.approx(row["auroc"])  # replicate 0 = headline
+    mean = sum(row["auroc_seed_values"]) / 2
+    assert row["auroc_seed_mean"] == pytest.approx(mean)
+    assert row["auroc_seed_std"] == pytest.approx(
+        abs(row["auroc_seed_values"][0] - row["auroc_seed_values"][1]) / 2**0.5
+    )
+    prov = row["provenance"]
+    cfg = yaml.safe_load((digits_run / "config/digits_osr.yaml").read_text())
+    # the recipe and the one it is fine-tuned from, resolved (schema defaults filled in)
+    assert set(prov["config"]["recipes"]) == {"sure", "baseline"}
+    for r in ("sure", "baseline"):
+        assert cfg["recipes"][r].items() <= prov["config"]["recipes"][r].items()
+    assert cfg["models"]["deit3_micro"].items() <= prov["config"]["model"].items()
+    assert prov["config"]["method"]["method"] == "rp_gradnorm"
+    assert prov["config"]["replicates"]["1"]["test_models"] == ["deit3_micro-sure-s1"]
+    # every input is hashed: both replicates' checkpoints, caches and fused scores
+    assert {p.split("/")[-2] for p in prov["checkpoints"]} == {
+        "deit3_micro-sure-s0",
+        "deit3_micro-sure-s1",
+    }
+    assert len(prov["feature_caches"]) == 4  # 2 test models x (id_test, ood_test)
+    assert len(prov["scores"]) == 2
+    assert all(len(h) == 64 for h in prov["feature_caches"].values())
+    assert prov["packages"]["numpy"] and "git_commit" in prov
+
+
+def test_tricks_table_is_compared_with_its_reference_row(digits_run):
+    out = digits_run / "results/digits_osr"
+    df = pd.read_csv(out / "tables/tricks.csv").set_index("row")
+    assert (df["reference_row"] == "sure").all()
+    assert df.loc["sure", "auroc_delta"] == 0
+    others = df.drop(index="sure")
+    assert others["auroc_p_vs_ref"].between(0, 1).all()
+    assert (others["auroc_delta"] - (others["auroc"] - df.loc["sure", "auroc"])).abs().max() < 1e-5
+    md = (out / "tables/tricks.md").read_text()
+    assert "Δ AUROC vs sure (pp)" in md and "AUROC mean ± std (seeds)" in md
+    for row, p in others["auroc_p_vs_ref"].items():
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {row} |"))
+        assert ("†" in line.split("|")[3]) == (p >= 0.05), (row, p, line)
+
+
+def test_report_has_every_table_and_histogram(digits_run):
+    run_snakemake(digits_run, "--report", "report.html", "--configfile", "config/digits_osr.yaml")
+    html = (digits_run / "report.html").read_text()
+    cfg = yaml.safe_load((digits_run / "config/digits_osr.yaml").read_text())
+    for table, t in cfg["tables"].items():
+        assert f"tables/{table}.html" in html, table
+        assert f"tables/{table}.csv" in html, table
+        for row in t["rows"]:
+            assert f"figures/{table}/{row}.png" in html, (table, row)
+    flat = re.sub(r"(\\n|\s)+", " ", html)  # captions sit in JSON strings, newlines as \n
+    assert "reproduces the SURE-OOD recipe" in flat  # workflow/report/workflow.rst
+    assert "stratified percentile bootstrap 95 % interval" in flat  # table.rst caption
+    assert "Score distributions of row <tt" in flat  # histogram.rst caption (rendered rst)
+    assert "mailto:" not in html  # FPR@95 escaped in the captions, not an e-mail link
+    # the config used, printed by workflow.rst
+    assert "known_classes: [0, 1, 2, 3, 4, 5]" in flat
+    assert "reference_row: &quot;sure&quot;" in flat

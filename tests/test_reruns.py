@@ -1,0 +1,167 @@
+"""Reruns: the same config gives the same tables; an edit reruns exactly what it touches.
+
+- two runs of the digits_osr workflow from scratch give byte-identical tables (CPU);
+- editing one scoring method's hyper-parameters reruns that method's score jobs and what
+  depends on them, nothing else;
+- editing a stage's package code reruns that stage (each rule has a ``code`` param, the hash of
+  the package modules the stage runs); comments, docstrings and formatting do not count.
+
+The edits are checked with ``snakemake -n`` on a copy of the session's full run (results and
+``.snakemake`` metadata), so the shared run itself is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, ROOT, copy_workflow, run_snakemake, snakemake_env
+
+from sure_ood.config import code_version
+
+pytestmark = pytest.mark.workflow
+CONFIG = "config/digits_osr.yaml"
+UPSTREAM = {"prepare_data", "train", "finalize_swa", "make_test_model", "extract"}
+
+
+def _copy_run(src: Path, dest: Path) -> Path:
+    """A copy of a finished run, metadata and modification times included."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("locks", "log"))
+    return dest
+
+
+def _dry_run(work: Path, env: dict | None = None) -> list[tuple[str, str]]:
+    """(rule, first output) of every job ``snakemake -n`` would run."""
+    cmd = [str(BIN / "snakemake"), "-n", "--configfile", CONFIG]
+    r = subprocess.run(
+        cmd, cwd=work, env=env or snakemake_env(), capture_output=True, text=True, timeout=600
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    jobs = []
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", out, re.M):
+        o = re.search(r"^    output: ([^,\n]+)", m.group(2), re.M)
+        jobs.append((m.group(1), o.group(1).strip() if o else ""))
+    if not jobs:
+        assert "Nothing to be done" in out, out[-4000:]
+    return jobs
+
+
+def test_two_runs_from_scratch_give_identical_tables(digits_run, tmp_path):
+    work = copy_workflow(tmp_path / "second")
+    run_snakemake(work, "--cores", "2", "--configfile", CONFIG)
+    first, second = digits_run / "results/digits_osr", work / "results/digits_osr"
+    tables = sorted(p.relative_to(first) for p in (first / "tables").glob("*.csv"))
+    assert tables, "no table in the first run"
+    assert tables == sorted(p.relative_to(second) for p in (second / "tables").glob("*.csv"))
+    for t in tables:
+        assert (first / t).read_bytes() == (second / t).read_bytes(), f"{t} differs"
+        md = t.with_suffix(".md")
+        assert (first / md).read_bytes() == (second / md).read_bytes(), f"{md} differs"
+
+
+def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
+    work = _copy_run(digits_run, tmp_path / "run")
+    cfg = yaml.safe_load((work / CONFIG).read_text())
+    rows = [
+        (t, r) for t, tab in cfg["tables"].items() for r in tab["rows"]
+        if {**tab.get("defaults", {}), **tab["rows"][r]}.get("method") == "energy"
+    ]  # fmt: skip
+    assert rows, "the digits config has no energy row any more"
+    cfg.setdefault("methods", {})["energy"] = {"method": "energy", "params": {"temperature": 2.0}}
+    (work / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    jobs = _dry_run(work)
+    rules = {rule for rule, _ in jobs}
+    assert rules <= {"score", "fuse", "evaluate", "histogram", "table", "all"}, jobs
+    scores = [o for rule, o in jobs if rule == "score"]
+    assert scores and all("/method~energy/" in o for o in scores), scores
+    for rule in ("fuse", "evaluate", "histogram"):
+        outs = [o for r, o in jobs if r == rule]
+        assert outs and all(any(f"/{t}/{r}" in o for t, r in rows) for o in outs), (rule, outs)
+    assert {Path(o).stem for r, o in jobs if r == "table"} == {t for t, _ in rows}
+
+
+def test_editing_a_stage_code_reruns_that_stage(digits_run, tmp_path):
+    work = _copy_run(digits_run, tmp_path / "run")
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src/sure_ood", src / "sure_ood", ignore=shutil.ignore_patterns("*.pyc"))
+    env = snakemake_env()
+    env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    score_py = src / "sure_ood/score.py"
+    text = score_py.read_text()
+
+    # comments, docstrings and formatting are not code: nothing to do
+    edited = text.replace('"""', '"""Edited docstring. ', 1) + "\n# a comment\n\n\n"
+    score_py.write_text(edited)
+    assert _dry_run(work, env) == []
+
+    # a code change reruns every score job and what depends on them, nothing upstream
+    score_py.write_text(text + "\nSCORE_CODE_EDITED = True\n")
+    jobs = _dry_run(work, env)
+    rules = {rule for rule, _ in jobs}
+    assert "score" in rules and not rules & UPSTREAM, sorted(rules)
+    done = {str(p.relative_to(work)) for p in (work / "results").rglob("scores/**/scores.parquet")}
+    assert {o for r, o in jobs if r == "score"} == done
+
+
+# ---- code_version on copies of the package (no Snakemake) ----------------------------------
+@pytest.fixture
+def package_copy(tmp_path):
+    def make(name: str, edit=None) -> Path:
+        root = tmp_path / name
+        shutil.copytree(ROOT / "src/sure_ood", root / "sure_ood")
+        if edit:
+            edit(root / "sure_ood")
+        return root
+
+    return make
+
+
+def _append(rel: str, text: str):
+    def edit(pkg: Path) -> None:
+        f = pkg / rel
+        f.write_text(f.read_text() + text)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edited", "stage", "changes"),
+    [
+        ("score.py", "score", True),
+        ("metrics.py", "evaluate", True),  # imported by evaluate (inside a function)
+        ("cache.py", "score", True),  # imported by score
+        ("scores/msp.py", "score", True),  # registered by the scores package
+        ("train.py", "evaluate", False),  # not run by evaluate
+        ("histogram.py", "score", False),
+    ],
+)
+def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, stage, changes):
+    base = package_copy("base")
+    new = package_copy("new", _append(edited, "\nEDITED = 1\n"))
+    assert (code_version(stage, base) != code_version(stage, new)) is changes
+
+
+def test_code_version_ignores_comments_docstrings_and_formatting(package_copy):
+    def edit(pkg: Path) -> None:
+        f = pkg / "score.py"
+        text = f.read_text().replace('"""', '"""Reworded. ', 1)
+        f.write_text("# a new comment\n" + text.replace("\n\n\n", "\n\n\n\n") + "\n# end\n")
+
+    base, new = package_copy("base"), package_copy("new", edit)
+    assert code_version("score", base) == code_version("score", new)
+
+
+def test_every_rule_has_its_code_version_param():
+    for smk in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        if smk.stem == "common":
+            continue
+        text = smk.read_text()
+        for rule in re.findall(r"^rule (\w+):", text, re.M):
+            assert f'code=code_version("{rule}")' in text, f"{smk.name}: rule {rule}"

@@ -1,0 +1,19 @@
+# Concatenate the extract shards of one split, in shard order (only with extract_shards > 1).
+rule merge_features:
+    input:
+        shards=get_feature_shards,
+    output:
+        f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
+    log:
+        f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.merge.log",
+    benchmark:
+        f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.merge.tsv"
+    conda:
+        "../../envs/sure-ood.yaml"
+    resources:
+        mem_mb=res("merge_features", "mem_mb", 8000),
+        runtime=res("merge_features", "runtime", 30),
+    params:
+        code=code_version("merge_features"),
+    shell:
+        "sure-ood merge_features --shards {input.shards:q} --out {output:q} > {log:q} 2>&1"
