@@ -87,40 +87,37 @@ def copy_workflow(dest: Path) -> Path:
 
 
 def timed(cmd: list[str], cwd: Path, log: Path | None = None, timeout: float | None = None):
-    """Run ``cmd``; return (rc, wall s, peak RSS MiB of it and its waited-for descendants, out).
+    """Run ``cmd``; return (rc, wall s, CPU s, peak RSS MiB, output).
 
-    Output goes to ``log`` when given (a long run's log can be large), else is captured.
+    CPU s (user + system) and peak RSS come from ``wait4``: the process and every descendant
+    it waited for (Snakemake and its jobs). CPU seconds barely depend on the machine's load.
+    Output goes to ``log`` when given (it is then not returned), else to a temporary file.
     """
     t0 = time.perf_counter()
-    out_f = open(log, "w") if log else subprocess.PIPE
-    try:
-        p = subprocess.Popen(
-            cmd, cwd=cwd, env=env(), stdout=out_f, stderr=subprocess.STDOUT, text=True
-        )
+    tmp = None
+    if log is None:
+        tmp = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        log = Path(tmp.name)
+        tmp.close()
+    with open(log, "w") as out_f:
+        p = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=out_f, stderr=subprocess.STDOUT)
         deadline = None if timeout is None else t0 + timeout
-        out = ""
-        if log is None:
-            try:
-                out, _ = p.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, _ = p.communicate()
-            rc = p.returncode
-            # rusage of a communicate()d child: via RUSAGE_CHILDREN deltas is unreliable, so
-            # peak RSS is only reported for logged runs (wait4 below)
-            return rc, time.perf_counter() - t0, None, out
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 break
             if deadline and time.perf_counter() > deadline:
                 p.kill()
-            time.sleep(0.2)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        return p.returncode, time.perf_counter() - t0, ru.ru_maxrss / 1024, ""
-    finally:
-        if log:
-            out_f.close()
+                deadline = None
+            time.sleep(0.05)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    out = ""
+    if tmp is not None:
+        out = log.read_text(errors="replace")
+        log.unlink()
+    cpu = ru.ru_utime + ru.ru_stime
+    return p.returncode, wall, cpu, ru.ru_maxrss / 1024, out
 
 
 def snakemake_cmd(cores: int, configfile: str, *extra: str) -> list[str]:
@@ -314,12 +311,13 @@ def probe_imports(repeats: int = 3) -> dict:
             "c.Path(c.__file__).parent.parent, 'sure_ood.' + s)]"
         ),
     }
-    out = {k: float("inf") for k in probes}
+    out = {k: (float("inf"), float("inf")) for k in probes}
     for _ in range(repeats):  # interleaved, best of `repeats`: load drift hits all alike
         for name, code in probes.items():
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], env=env(), check=True)
-            out[name] = round(min(out[name], time.perf_counter() - t0), 2)
+            rc, wall, cpu, _, text = timed([sys.executable, "-c", code], ROOT)
+            if rc != 0:
+                raise RuntimeError(f"{code!r} failed:\n{text}")
+            out[name] = (round(min(out[name][0], wall), 2), round(min(out[name][1], cpu), 2))
     return out
 
 
@@ -360,7 +358,8 @@ def print_report(res: dict) -> None:
         print(
             f"full run ({res['configfile']}): rc={r['rc']} wall {r['wall_s']:.1f} s "
             f"(target <= {E2E_TARGET_S:.0f} s: {ok}); peak RSS of one process "
-            f"{r['peak_rss_mib']:.0f} MiB; load avg before {r['load_before']} "
+            f"{r['peak_rss_mib']:.0f} MiB; CPU s of all processes {r['cpu_s']}; "
+            f"load avg before {r['load_before']} "
             f"after {r['load_after']}"
         )
     if "noop" in res:
@@ -369,12 +368,13 @@ def print_report(res: dict) -> None:
         print(
             f"no-op rerun: median {n['median_s']:.2f} s of {n['times_s']} "
             f"(target <= {NOOP_TARGET_S:.0f} s: {ok}); nothing scheduled: {n['nothing_to_do']}; "
-            f"load avg {n['load']}"
+            f"load avg {n['load']}; CPU s (user + sys) {n['cpu_s']}: the wall time of an idle "
+            f"machine is close to the CPU time"
         )
     if "imports" in res:
-        print("import costs (fresh interpreter, s):")
-        for k, v in res["imports"].items():
-            print(f"  {v:6.2f}  {k}")
+        print("import costs (fresh interpreter, best of 3 interleaved; wall s / CPU s):")
+        for k, (w, c) in res["imports"].items():
+            print(f"  {w:6.2f} / {c:5.2f}  {k}")
     if "noop_profile" in res:
         print("no-op rerun, cProfile cumulative s (snakemake / sure_ood / workflow frames):")
         for r in res["noop_profile"]:
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             load0 = load_average()
-            code, wall, rss, _ = timed(
+            code, wall, cpu, rss, _ = timed(
                 snakemake_cmd(args.cores, args.config_file),
                 work,
                 log=work / "run.log",
@@ -480,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             res["run"] = {
                 "rc": code,
                 "wall_s": round(wall, 1),
+                "cpu_s": round(cpu, 1),
                 "peak_rss_mib": rss,
                 "load_before": load0,
                 "load_after": load_average(),
@@ -489,14 +490,16 @@ def main(argv: list[str] | None = None) -> int:
                 print((work / "run.log").read_text()[-4000:])
                 rc = 1
         if rc == 0:
-            times, nothing = [], True
+            times, cpus, nothing = [], [], True
             for _ in range(args.noop_repeats):
-                code, wall, _, out = timed(snakemake_cmd(args.cores, args.config_file), work)
+                code, wall, cpu, _, out = timed(snakemake_cmd(args.cores, args.config_file), work)
                 times.append(round(wall, 2))
+                cpus.append(round(cpu, 2))
                 nothing &= code == 0 and "Nothing to be done" in out
             res["noop"] = {
                 "times_s": times,
                 "median_s": statistics.median(times),
+                "cpu_s": cpus,
                 "nothing_to_do": nothing,
                 "load": load_average(),
             }

@@ -13,7 +13,8 @@
 # 1,000 classes):
 #   1. extraction at 384 and 480 (the test resolution; pos-embed 24x24 -> 30x30), batch 128
 #      (the reference's test batch): a raw `model(x)` forward vs sure_ood.extract.forward_cache
-#      (what `sure-ood extract` runs: logits + features + pre-norm features, copied to the host);
+#      (what `sure-ood extract` runs: logits + features + pre-norm features, copied to the host),
+#      fed pinned float32 host batches (as its DataLoader does) and device-resident batches;
 #      images/s, achieved TFLOP/s = FLOPs/image x images/s, MFU = achieved / peak;
 #   2. one SURE training step (SAM rho 0.05 over SGD + RegMixup 0.2, Beta(10,10), CRL off,
 #      label smoothing 0.1) at 384, batch 32/GPU, vs a plain CE SGD step: images/s, TFLOP/s;
@@ -31,8 +32,8 @@ export SURE_OOD_REPO="$REPO"
 # a hard stop well inside the 8-minute budget (the script budgets itself to ~5 min)
 exec timeout -k 10 470 "$PYTHON" - "$@" <<'PYEOF'
 import argparse
+import inspect
 import json
-import math
 import os
 import sys
 import time
@@ -71,7 +72,7 @@ smoke = args.cpu_smoke
 if not smoke and not torch.cuda.is_available():
     sys.exit("gpu.sh: no CUDA device (use --cpu-smoke to check the script on the CPU)")
 dev = torch.device("cpu" if smoke else "cuda")
-secs = args.seconds if args.seconds is not None else (1.0 if smoke else 12.0)
+secs = args.seconds if args.seconds is not None else (1.0 if smoke else 15.0)
 sizes = args.sizes or ([32, 40] if smoke else [384, 480])
 if smoke:
     args.extract_batch, args.train_batch = min(args.extract_batch, 8), min(args.train_batch, 4)
@@ -173,23 +174,39 @@ for size in sizes:
         with torch.inference_mode(), autocast():
             model(x)
 
-    loader = [(x, y, None)] * 4
+    # the package's path: forward_cache with its own amp / channels_last options when it has
+    # them; inputs as a DataLoader with pin_memory gives them (float32 on the host, so the
+    # host-to-device copy counts), and device-resident (the pure compute overhead)
+    host = x.float().cpu()
+    if dev.type == "cuda":
+        host = host.pin_memory()
+    dev_loader = [(x, y, None)] * 4
+    host_loader = [(host, y.cpu(), None)] * 4
+    if "amp" in inspect.signature(forward_cache).parameters:
+        fc_kw = {"amp": "none" if smoke else "bf16", "channels_last": not smoke}
 
-    def cache():
-        with autocast():
-            forward_cache(model, loader, str(dev))
+        def run_cache(loader):
+            forward_cache(model, loader, str(dev), **fc_kw)
+    else:
+
+        def run_cache(loader):
+            with autocast():
+                forward_cache(model, loader, str(dev))
 
     peak_mem()
-    # interleave the two, twice, and keep each one's best: drift hits both alike
-    r_raw, r_cache = [], []
+    # interleave the three, twice, and keep each one's best: drift hits all alike
+    r_raw, r_host, r_dev = [], [], []
     for _ in range(2):
-        r_raw.append(bench(raw, b, secs / 2)[0])
-        r_cache.append(bench(cache, 4 * b, secs / 2, warmup=1)[0])
-    ips_raw, ips_cache = max(r_raw), max(r_cache)
+        r_raw.append(bench(raw, b, secs / 3)[0])
+        r_host.append(bench(lambda: run_cache(host_loader), 4 * b, secs / 3, warmup=1)[0])
+        r_dev.append(bench(lambda: run_cache(dev_loader), 4 * b, secs / 3, warmup=1)[0])
+    ips_raw, ips_cache, ips_dev = max(r_raw), max(r_host), max(r_dev)
     row = {"flops_per_image_G": round(fl / 1e9, 3),
            "closed_form_G": None if smoke else round(closed_form_flops(size) / 1e9, 1),
            "raw_img_s": round(ips_raw, 1), "extract_img_s": round(ips_cache, 1),
            "extract_over_raw": round(ips_cache / ips_raw, 3),
+           "extract_device_input_img_s": round(ips_dev, 1),
+           "extract_device_input_over_raw": round(ips_dev / ips_raw, 3),
            "raw_tflops": round(tflops(fl, ips_raw), 4),
            "extract_tflops": round(tflops(fl, ips_cache), 4), "peak_mem_gib": peak_mem()}
     if peak:
@@ -260,8 +277,12 @@ print("|---|---:|---:|---:|---:|")
 for size, r in res["extract"].items():
     print(f"| raw forward @{size} b{args.extract_batch} | {r['raw_img_s']} | {r['raw_tflops']} "
           f"| {r.get('mfu_raw', '-')} | 1 |")
-    print(f"| extract (forward_cache) @{size} | {r['extract_img_s']} | {r['extract_tflops']} "
-          f"| {r.get('mfu_extract', '-')} | {r['extract_over_raw']}x raw |")
+    print(f"| extract (forward_cache, pinned host float32 input) @{size} | {r['extract_img_s']} "
+          f"| {r['extract_tflops']} | {r.get('mfu_extract', '-')} "
+          f"| {r['extract_over_raw']}x raw |")
+    print(f"| extract (forward_cache, input already on device) @{size} | "
+          f"{r['extract_device_input_img_s']} | - | - "
+          f"| {r['extract_device_input_over_raw']}x raw |")
 print(f"| plain CE step @{train_size} b{b} | {row['plain_img_s']} | {row['plain_tflops']} "
       f"| {row.get('mfu_plain', '-')} | 1 |")
 print(f"| SURE step (SAM+RegMixup) @{train_size} b{b} | {row['sure_img_s']} | "

@@ -292,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                 s = res.get("summary", {})
                 cp = s.get("critical_path_cpu", {}).get("s")
                 fig = (
-                    f"{Path(res['configfile']).name}: wall {r['wall_s']:.0f} s, "
+                    f"{Path(res['configfile']).name}: wall {r['wall_s']:.0f} s, CPU s of the "
+                    f"whole run {r.get('cpu_s')} (/ {res['cores']} cores = "
+                    f"{(r.get('cpu_s') or 0) / res['cores']:.0f} s: ~ the wall on idle cores), "
                     f"{s.get('jobs')} jobs, job CPU s {s.get('sum_cpu_s')} "
                     f"(/ {res['cores']} cores = {s.get('sum_cpu_s', 0) / res['cores']:.0f} s), "
                     f"CPU critical path {cp} s, peak RSS {r['peak_rss_mib']:.0f} MiB"
@@ -309,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "noop" in res:
                 n = res["noop"]
-                fig = f"no-op rerun {n['median_s']:.2f} s (runs {n['times_s']})"
+                fig = (
+                    f"no-op rerun {n['median_s']:.2f} s (runs {n['times_s']}; CPU s "
+                    f"{n.get('cpu_s')}: ~ the wall on an idle machine)"
+                )
                 if not n["nothing_to_do"]:
                     fig += "; SCHEDULED JOBS"
                 record(

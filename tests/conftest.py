@@ -46,5 +46,6 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
 def digits_run(tmp_path_factory):
     """One real run of the digits_osr workflow, shared by the workflow tests."""
     work = copy_workflow(tmp_path_factory.mktemp("digits_run"))
-    run_snakemake(work, "--cores", "2", "--configfile", "config/digits_osr.yaml")
+    # a generous limit: on 2 cores shared with other jobs the ~100 jobs can take 20+ minutes
+    run_snakemake(work, "--cores", "2", "--configfile", "config/digits_osr.yaml", timeout=3600)
     return work

@@ -212,7 +212,8 @@ def test_sharded_extraction_merges_to_the_unsharded_cache(inet, tmp_path):
     import torch
 
     from sure_ood.cache import load_cache
-    from sure_ood.extract import extract, shard_range
+    from sure_ood.data import shard_range
+    from sure_ood.extract import extract
     from sure_ood.merge_features import merge
     from sure_ood.models import build_model, model_spec, save_model
 

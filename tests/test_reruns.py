@@ -54,7 +54,7 @@ def _dry_run(work: Path, env: dict | None = None) -> list[tuple[str, str]]:
 
 def test_two_runs_from_scratch_give_identical_tables(digits_run, tmp_path):
     work = copy_workflow(tmp_path / "second")
-    run_snakemake(work, "--cores", "2", "--configfile", CONFIG)
+    run_snakemake(work, "--cores", "2", "--configfile", CONFIG, timeout=3600)
     first, second = digits_run / "results/digits_osr", work / "results/digits_osr"
     tables = sorted(p.relative_to(first) for p in (first / "tables").glob("*.csv"))
     assert tables, "no table in the first run"

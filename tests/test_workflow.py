@@ -84,3 +84,13 @@ def _bad_config(tmp_path, edit) -> str:
 )
 def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
     assert needle in _bad_config(tmp_path, edit)
+
+
+def test_sure_fine_tuning_keeps_accuracy_in_a_sane_band(digits_run):
+    """baseline -> sure (init from the baseline's final weights) -> finalize_swa, in CI."""
+    df = pd.read_csv(digits_run / "results/digits_osr/tables/sure_vs_baseline.csv").set_index("row")
+    base, sure = df.loc["baseline", "id_accuracy"], df.loc["sure", "id_accuracy"]
+    assert sure > base - 0.10, (base, sure)
+    runs = digits_run / "results/digits_osr/runs/model~deit3_micro"
+    for recipe in ("baseline", "sure", "sure_crl"):
+        assert (runs / f"recipe~{recipe}/seed~0/final.safetensors").stat().st_size > 0

@@ -277,6 +277,28 @@ def read_manifest(path):
         raise InputError(f"{path}: cannot read the data manifest ({e})") from e
 
 
+@dataclass
+class TestLoader:
+    """What a test-time stage needs: the model, its spec, a loader and where it runs."""
+
+    model: Any
+    spec: dict
+    loader: Any
+    device: str
+    norm: Normalization
+    where: str
+
+
+def shard_range(n: int, shard: int, num_shards: int) -> range:
+    """Rows of shard ``shard`` of ``num_shards`` near-equal contiguous shards of ``range(n)``
+    (concatenating the shards in order gives back ``range(n)``)."""
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise InputError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < shards")
+    q, r = divmod(n, num_shards)
+    start = shard * q + min(shard, r)
+    return range(start, start + q + (1 if shard < r else 0))
+
+
 def open_test_loader(
     test_model,
     bench: dict,
@@ -286,32 +308,37 @@ def open_test_loader(
     batch_size: int = 256,
     workers: int = 0,
     device: str = "auto",
-    shard: tuple[int, int] | None = None,
-):
-    """Load a test model and a loader over one split and view: ``(model, spec, loader, device)``.
+    shard: int = 0,
+    num_shards: int = 1,
+    pin_memory: bool | None = None,
+) -> TestLoader:
+    """Load a test model and a loader over one split, view (and shard) of a benchmark.
 
-    Shared by the stages that run the network at test time (``extract``, ``odin``).
+    Shared by the stages that run the network at test time (``extract``, ``odin``), so both
+    see exactly the same images: transforms from the config or the model's timm
+    ``pretrained_cfg`` (:func:`resolve_transform_config`).
     """
     from pathlib import Path
 
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     from sure_ood.models import load_model, resolve_device
 
     device = resolve_device(device)
     model, spec = load_model(test_model, device)
     manifest = read_manifest(Path(data_dir) / "manifest.parquet")
-    norm = Normalization(**bench["normalization"])
-    t = bench.get("test_transform", {})
-    tf = make_transform(
-        view,
-        spec["img_size"],
-        norm,
-        crop_ratio=t.get("crop_ratio", 1.0),
-        interpolation=t.get("interpolation", "bilinear"),
-    )
-    ds = open_split(bench, manifest, split, tf)
+    tcfg = resolve_transform_config(bench, model)
+    norm = tcfg.pop("norm")
+    ds = open_split(bench, manifest, split, make_transform(view, spec["img_size"], norm, **tcfg))
+    where = f"split {split!r}, view {view!r}"
+    if num_shards > len(ds):
+        raise InputError(f"{where}: {len(ds)} images cannot fill {num_shards} shards")
+    if num_shards > 1:
+        ds = Subset(ds, list(shard_range(len(ds), shard, num_shards)))
+        where += f", shard {shard} of {num_shards}"
+    if pin_memory is None:
+        pin_memory = device.startswith("cuda")
     loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=device == "cuda"
+        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
     )
-    return model, spec, loader, device
+    return TestLoader(model, spec, loader, device, norm, where)

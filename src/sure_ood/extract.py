@@ -37,18 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path)
 
 
-def shard_range(n: int, shard: int, num_shards: int) -> range:
-    """Rows of shard ``shard`` of ``num_shards`` near-equal contiguous shards of ``range(n)``
-    (concatenating the shards in order gives back ``range(n)``)."""
-    from sure_ood.io import InputError
-
-    if num_shards < 1 or not 0 <= shard < num_shards:
-        raise InputError(f"--shard {shard} --num-shards {num_shards}: need 0 <= shard < shards")
-    q, r = divmod(n, num_shards)
-    start = shard * q + min(shard, r)
-    return range(start, start + q + (1 if shard < r else 0))
-
-
 def forward_cache(
     model, loader, device: str, amp: str = "none", channels_last: bool = False
 ) -> dict:
@@ -135,33 +123,25 @@ def extract(
     num_shards: int = 1,
 ):
     import torch
-    from torch.utils.data import DataLoader, Subset
 
     from sure_ood.cache import FeatureCache, save_cache
-    from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
-    from sure_ood.models import load_model, resolve_device
+    from sure_ood.data import open_test_loader
 
     torch.set_num_threads(max(1, threads))
-    device = resolve_device(device)
-    model, spec = load_model(test_model, device)
-    manifest = read_manifest(data_dir / "manifest.parquet")
-    tcfg = resolve_transform_config(bench, model)
-    norm = tcfg.pop("norm")
-    tf = make_transform(view, spec["img_size"], norm, **tcfg)
-    ds = open_split(bench, manifest, split, tf)
-    where = f"split {split!r}, view {view!r}"
-    if num_shards > len(ds):
-        from sure_ood.io import InputError
-
-        raise InputError(f"{where}: {len(ds)} images cannot fill {num_shards} shards")
-    if num_shards > 1:
-        ds = Subset(ds, list(shard_range(len(ds), shard, num_shards)))
-        where += f", shard {shard} of {num_shards}"
-    if pin_memory is None:
-        pin_memory = device.startswith("cuda")
-    loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
+    t = open_test_loader(
+        test_model,
+        bench,
+        data_dir,
+        split,
+        view,
+        batch_size,
+        workers,
+        device,
+        shard,
+        num_shards,
+        pin_memory,
     )
+    model, loader, device, where = t.model, t.loader, t.device, t.where
     try:
         arrays = forward_cache(model, loader, device, amp=amp, channels_last=channels_last)
     except FloatingPointError as e:

@@ -61,11 +61,10 @@ def odin(
 
     torch.set_num_threads(max(1, threads))
     cache = load_cache(features)
-    model, _, loader, device = open_test_loader(
-        test_model, bench, data_dir, split, view, batch_size, device=device
-    )
+    t = open_test_loader(test_model, bench, data_dir, split, view, batch_size, device=device)
+    model, loader, device = t.model, t.loader, t.device
     model.eval().requires_grad_(False)
-    std = bench["normalization"]["std"] if std_scaled else None
+    std = t.norm.std if std_scaled else None
     parts, labels = [], []
     for x, y, _ in loader:
         parts.append(odin_scores(model, x.to(device), temperature, epsilon, std))

@@ -1,0 +1,123 @@
+"""The training loop and SWA finalization against independent references.
+
+SWA started at epoch 0 averages every epoch's weights: the finalized model must equal the mean
+of the per-epoch snapshots (spec 4.3, w_SWA(e) = mean_{k<=e} w_k). Without SWA the final model
+is the last one; with ``select: best_val`` it is the best epoch on the validation split.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sure_ood.finalize_swa import finalize
+from sure_ood.io import load_state_dict
+from sure_ood.prepare_data import prepare
+from sure_ood.train import train
+
+BENCH = {
+    "name": "digits_osr",
+    "source": "sklearn_digits",
+    "known_classes": [0, 1, 2, 3, 4, 5],
+    "unknown_classes": [6, 7, 8, 9],
+    "split": {"train": 0.6, "val": 0.1, "id_test": 0.3},
+    "ood_fraction": 0.5,
+    "seed": 0,
+    "normalization": {"mean": [0.3], "std": [0.35]},
+}
+MODEL = {
+    "arch": "deit3_small_patch16_224",
+    "img_size": 8,
+    "in_chans": 1,
+    "timm_kwargs": {"patch_size": 4, "depth": 1, "embed_dim": 16, "num_heads": 2, "init_values": 0},
+}
+SURE = {
+    "epochs": 2,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 0.0005,
+    "label_smoothing": 0.1,
+    "head": "cosine",
+    "cos_temperature": 8.0,
+    "mixup_weight": 0.2,
+    "mixup_beta": 10.0,
+    "crl_weight": 1.0,
+    "sam_rho": 0.05,
+    "swa_start_epoch": 0,
+    "swa_lr": 0.01,
+    "swa_anneal_epochs": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    prepare(BENCH, d)
+    return d
+
+
+def _state(run_dir):
+    (path,) = run_dir.glob("state/*/state.pt")
+    return torch.load(path, weights_only=True)
+
+
+def _train(tmp, data_dir, recipe, **kw):
+    return train(
+        BENCH,
+        MODEL,
+        recipe,
+        0,
+        data_dir,
+        tmp / "state",
+        tmp / "log.jsonl",
+        summary_path=tmp / "run.json",
+        **kw,
+    )
+
+
+def test_swa_final_weights_are_the_mean_of_the_epoch_snapshots(tmp_path, data_dir):
+    _train(tmp_path, data_dir, SURE, stop_after_epoch=1)
+    w1 = {k: v.clone() for k, v in _state(tmp_path)["model"].items()}
+    _train(tmp_path, data_dir, SURE)  # resumes, trains epoch 2
+    w2 = _state(tmp_path)["model"]
+    which = finalize(tmp_path / "run.json", tmp_path / "final.safetensors")
+    assert which == "swa"
+    final = load_state_dict(tmp_path / "final.safetensors")
+    for k, v in final.items():
+        if v.is_floating_point() and k in w1:
+            torch.testing.assert_close(v, (w1[k] + w2[k]) / 2, rtol=1e-5, atol=1e-6)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(r["swa"] for r in log)
+    # SWALR: epoch 1 at lr0, then the cosine anneal towards swa_lr (spec 4.2)
+    assert log[0]["lr"] == pytest.approx(0.05) and log[1]["lr"] == pytest.approx(0.03)
+
+
+def test_without_swa_the_final_model_is_the_last(tmp_path, data_dir):
+    recipe = {**SURE, "swa_start_epoch": None, "sam_rho": 0.0, "mixup_weight": 0.0}
+    _train(tmp_path, data_dir, recipe)
+    assert finalize(tmp_path / "run.json", tmp_path / "final.safetensors") == "last"
+    final = load_state_dict(tmp_path / "final.safetensors")
+    for k, v in _state(tmp_path)["model"].items():
+        torch.testing.assert_close(final[k], v)
+
+
+def test_best_val_selection_keeps_the_best_validation_epoch(tmp_path, data_dir):
+    recipe = {**SURE, "epochs": 3, "select": "best_val"}
+    _train(tmp_path, data_dir, recipe)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    best = max(log, key=lambda r: r["val_acc"])  # first of equal bests, as the loop keeps
+    assert finalize(tmp_path / "run.json", tmp_path / "f.safetensors").startswith("best_val")
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["best_val_acc"] == pytest.approx(best["val_acc"])
+
+
+def test_an_edited_recipe_does_not_resume_the_old_state(tmp_path, data_dir):
+    _train(tmp_path, data_dir, SURE, stop_after_epoch=1)
+    _train(tmp_path, data_dir, {**SURE, "lr": 0.02}, stop_after_epoch=1)
+    states = sorted(tmp_path.glob("state/*/state.pt"))
+    assert len(states) == 2, "the edited recipe must start afresh and keep the old state"
