@@ -30,7 +30,7 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900):
+def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 2400):
     cmd = [str(BIN / "snakemake"), *args]
     r = subprocess.run(
         cmd, cwd=workdir, env=snakemake_env(), capture_output=True, text=True, timeout=timeout
