@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -354,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps({"cpu": cpu_model(), "quick": q, "summary": summary}, indent=2)
         )
+    shutil.rmtree(wf_json.parent, ignore_errors=True)
     failed = [s for s in summary if s["status"].startswith("failed")]
     return 1 if failed else 0
 

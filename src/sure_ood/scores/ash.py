@@ -14,13 +14,10 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import (
-    Scorer,
+    PercentileScorer,
     as_f64,
-    check_range,
-    chunks,
-    energy,
-    head_logits,
     register,
+    shaped_energy,
 )
 
 
@@ -41,18 +38,9 @@ def ash_s(h: np.ndarray, percentile: float) -> np.ndarray:
 
 
 @register
-class ASH(Scorer):
+class ASH(PercentileScorer):
     name = "ash"
     needs = frozenset({"features", "head"})
 
-    def __init__(self, percentile: float = 90.0) -> None:
-        super().__init__()
-        check_range(self.name, "percentile", percentile, 0.0, 100.0)
-        self.percentile = float(percentile)
-
     def _score(self, cache: FeatureCache) -> np.ndarray:
-        out = np.empty(len(cache), dtype=np.float64)
-        for sl in chunks(len(cache), cache.num_classes + cache.features.shape[1]):
-            with np.errstate(invalid="ignore", over="ignore"):
-                out[sl] = energy(head_logits(cache, ash_s(cache.features[sl], self.percentile)))
-        return out
+        return shaped_energy(cache, lambda h: ash_s(h, self.percentile))

@@ -325,6 +325,28 @@ def head_logits(cache: FeatureCache, h: np.ndarray) -> np.ndarray:
     return z
 
 
+def shaped_energy(cache: FeatureCache, shape: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Energy of the head's logits on features transformed by ``shape``, in row chunks.
+
+    The common tail of the activation-shaping scores (ReAct, ASH, SCALE): only ``shape``
+    differs between them.
+    """
+    out = np.empty(len(cache), dtype=np.float64)
+    for sl in chunks(len(cache), cache.num_classes + cache.features.shape[1]):
+        with np.errstate(invalid="ignore", over="ignore"):
+            out[sl] = energy(head_logits(cache, shape(cache.features[sl])))
+    return out
+
+
+class PercentileScorer(Scorer):
+    """A scorer whose one hyper-parameter is a percentile in [0, 100] (OpenOOD units)."""
+
+    def __init__(self, percentile: float = 90.0) -> None:
+        super().__init__()
+        check_range(self.name, "percentile", percentile, 0.0, 100.0)
+        self.percentile = float(percentile)
+
+
 def feature_matrix(cache: FeatureCache, which: str) -> np.ndarray:
     """``features`` or ``prenorm_features`` of a cache; the error names the file and key."""
     if which == "features":

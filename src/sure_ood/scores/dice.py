@@ -14,9 +14,8 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import (
-    Scorer,
+    PercentileScorer,
     as_f64,
-    check_range,
     chunks,
     energy,
     head_input,
@@ -34,16 +33,11 @@ def _head_space(cache: FeatureCache, h: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 @register
-class DICE(Scorer):
+class DICE(PercentileScorer):
     name = "dice"
     needs = frozenset({"features", "head", "train"})
     fitted = True
     _state_keys = ("mask",)
-
-    def __init__(self, percentile: float = 90.0) -> None:
-        super().__init__()
-        check_range(self.name, "percentile", percentile, 0.0, 100.0)
-        self.percentile = float(percentile)
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
         h, _, _ = train_labelled(train)

@@ -12,36 +12,24 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import (
-    Scorer,
+    PercentileScorer,
     as_f64,
-    check_range,
-    chunks,
-    energy,
-    head_logits,
     register,
+    shaped_energy,
     train_labelled,
 )
 
 
 @register
-class ReAct(Scorer):
+class ReAct(PercentileScorer):
     name = "react"
     needs = frozenset({"features", "head", "train"})
     fitted = True
     _state_keys = ("threshold",)
-
-    def __init__(self, percentile: float = 90.0) -> None:
-        super().__init__()
-        check_range(self.name, "percentile", percentile, 0.0, 100.0)
-        self.percentile = float(percentile)
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
         h, _, _ = train_labelled(train)
         self.threshold = float(np.percentile(h, self.percentile))
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
-        out = np.empty(len(cache), dtype=np.float64)
-        for sl in chunks(len(cache), cache.num_classes + cache.features.shape[1]):
-            h = np.minimum(as_f64(cache.features[sl]), self.threshold)
-            out[sl] = energy(head_logits(cache, h))
-        return out
+        return shaped_energy(cache, lambda h: np.minimum(as_f64(h), self.threshold))

@@ -13,13 +13,10 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import (
-    Scorer,
+    PercentileScorer,
     as_f64,
-    check_range,
-    chunks,
-    energy,
-    head_logits,
     register,
+    shaped_energy,
 )
 
 
@@ -34,19 +31,12 @@ def scale_features(h: np.ndarray, percentile: float) -> np.ndarray:
 
 
 @register
-class SCALE(Scorer):
+class SCALE(PercentileScorer):
     name = "scale"
     needs = frozenset({"features", "head"})
 
     def __init__(self, percentile: float = 85.0) -> None:
-        super().__init__()
-        check_range(self.name, "percentile", percentile, 0.0, 100.0)
-        self.percentile = float(percentile)
+        super().__init__(percentile)
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
-        out = np.empty(len(cache), dtype=np.float64)
-        for sl in chunks(len(cache), cache.num_classes + cache.features.shape[1]):
-            with np.errstate(invalid="ignore", over="ignore"):
-                h = scale_features(cache.features[sl], self.percentile)
-                out[sl] = energy(head_logits(cache, h))
-        return out
+        return shaped_energy(cache, lambda h: scale_features(h, self.percentile))
