@@ -311,6 +311,22 @@ def head_input(cache: FeatureCache, h: np.ndarray) -> np.ndarray:
     return h
 
 
+def head_space(
+    cache: FeatureCache, h: np.ndarray, with_temperature: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, features) in the space where the head is linear.
+
+    linear: (W, h); cosine: (W_hat, h_hat) after the eval-time clip, W_hat scaled by tau when
+    ``with_temperature`` (then W_hat h_hat are the logits).
+    """
+    if cache.head_type == "cosine":
+        w = l2_normalize(cache.head_weight)
+        if with_temperature:
+            w = cache.head_temperature * w
+        return w, l2_normalize(head_input(cache, h))
+    return as_f64(cache.head_weight), as_f64(h)
+
+
 def head_logits(cache: FeatureCache, h: np.ndarray) -> np.ndarray:
     """Logits of features ``h`` through the cache's head.
 

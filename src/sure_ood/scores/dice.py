@@ -18,18 +18,10 @@ from sure_ood.scores.base import (
     as_f64,
     chunks,
     energy,
-    head_input,
-    l2_normalize,
+    head_space,
     register,
     train_labelled,
 )
-
-
-def _head_space(cache: FeatureCache, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, features) in the space where the head is linear."""
-    if cache.head_type == "cosine":
-        return l2_normalize(cache.head_weight), l2_normalize(head_input(cache, h))
-    return as_f64(cache.head_weight), as_f64(h)
 
 
 @register
@@ -41,14 +33,14 @@ class DICE(PercentileScorer):
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
         h, _, _ = train_labelled(train)
-        w, hs = _head_space(train, h)
+        w, hs = head_space(train, h)
         contrib = w * hs.mean(axis=0)[None, :]
         self.mask = contrib > np.percentile(contrib, self.percentile)
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
         out = np.empty(len(cache), dtype=np.float64)
         for sl in chunks(len(cache), cache.num_classes + cache.features.shape[1]):
-            w, h = _head_space(cache, cache.features[sl])
+            w, h = head_space(cache, cache.features[sl])
             z = h @ (w * self.mask).T
             if cache.head_type == "cosine":
                 z = cache.head_temperature * z

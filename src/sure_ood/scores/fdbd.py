@@ -18,19 +18,10 @@ from sure_ood.scores.base import (
     Scorer,
     as_f64,
     chunks,
-    head_input,
-    l2_normalize,
+    head_space,
     register,
     train_labelled,
 )
-
-
-def _head_space(cache: FeatureCache, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight, features) in which the head is linear: cosine -> (tau W_hat, h_hat)."""
-    if cache.head_type == "cosine":
-        w = cache.head_temperature * l2_normalize(cache.head_weight)
-        return w, l2_normalize(head_input(cache, h))
-    return as_f64(cache.head_weight), as_f64(h)
 
 
 @register
@@ -45,10 +36,10 @@ class FDBD(Scorer):
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
         h, _, _ = train_labelled(train)
-        self.train_mean = _head_space(train, h)[1].mean(axis=0)
+        self.train_mean = head_space(train, h, with_temperature=True)[1].mean(axis=0)
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
-        w, _ = _head_space(cache, cache.features[:0])
+        w, _ = head_space(cache, cache.features[:0], with_temperature=True)
         sq = (w * w).sum(axis=1)
         pair = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * w @ w.T, 0.0))  # [C, C]
         c = cache.num_classes
@@ -60,6 +51,6 @@ class FDBD(Scorer):
             den = pair[pred]
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(den > 0, gap / den, 0.0)
-            h = _head_space(cache, cache.features[sl])[1]
+            h = head_space(cache, cache.features[sl], with_temperature=True)[1]
             out[sl] = ratio.sum(axis=1) / (c - 1) / np.linalg.norm(h - self.train_mean, axis=1)
         return out
