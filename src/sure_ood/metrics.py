@@ -29,8 +29,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import auc as _sk_auc
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 NanPolicy = Literal["raise", "worst"]
 
@@ -125,20 +123,25 @@ def apply_nan_policy(
 # --------------------------------------------------------------------------------------------
 
 
-def _labels_and_scores(id_scores: ArrayLike, ood_scores: ArrayLike) -> tuple[np.ndarray, ...]:
+def _point(name: str, id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
+    """One metric of the arrays as given: the bootstrap's exact count-based formulas applied
+    to the identity "resample" (numpy only, so the evaluate job does not import sklearn; the
+    tests check every value against scikit-learn)."""
     i, o = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
-    y = np.concatenate([np.ones(i.size, dtype=np.int8), np.zeros(o.size, dtype=np.int8)])
-    return y, np.concatenate([i, o])
+    curves = _Curves(i, o, None)
+    ones_i = np.ones((1, i.size), dtype=np.int64)
+    ones_o = np.ones((1, o.size), dtype=np.int64)
+    cid, cood, _ = curves.counts(ones_i, ones_o, weights=True)
+    return float(_metrics_from_counts((name,), cid, cood, None, i.size, o.size)[name][0])
 
 
 def auroc(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
-    """Area under the ROC curve, ID positive (``sklearn.metrics.roc_auc_score``).
+    """Area under the ROC curve, ID positive (= ``sklearn.metrics.roc_auc_score``).
 
     Ties between an ID and an OOD score count 1/2 (trapezoid = Mann-Whitney U / (N_id N_ood)).
     Identical with OOD as the positive class and negated scores (OpenOOD).
     """
-    y, s = _labels_and_scores(id_scores, ood_scores)
-    return float(roc_auc_score(y, s))
+    return _point("auroc", id_scores, ood_scores)
 
 
 def fpr_at_95_tpr(id_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = _DEFAULT_TPR) -> float:
@@ -179,11 +182,6 @@ def fpr_at_95_tpr_ood_positive(
     return fpr_at_95_tpr(-o, -i, tpr=tpr)
 
 
-def _aupr(y: np.ndarray, s: np.ndarray) -> float:
-    precision, recall, _ = precision_recall_curve(y, s)
-    return float(_sk_auc(recall, precision))
-
-
 def aupr_in(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Area under the precision-recall curve with ID positive (OpenOOD v1.5 ``aupr_in``).
 
@@ -193,14 +191,12 @@ def aupr_in(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     trapezoid is slightly optimistic, e.g. all-equal scores give (1 + pi) / 2 instead of the
     prevalence pi = N_id / (N_id + N_ood).
     """
-    y, s = _labels_and_scores(id_scores, ood_scores)
-    return _aupr(y, s)
+    return _point("aupr_in", id_scores, ood_scores)
 
 
 def aupr_out(id_scores: ArrayLike, ood_scores: ArrayLike) -> float:
     """Area under the precision-recall curve with OOD positive and score negated (OpenOOD)."""
-    y, s = _labels_and_scores(id_scores, ood_scores)
-    return _aupr(1 - y, -s)
+    return _point("aupr_out", id_scores, ood_scores)
 
 
 def accuracy(preds: ArrayLike, labels: ArrayLike) -> float:
