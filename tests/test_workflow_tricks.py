@@ -87,12 +87,10 @@ def _row_config(work) -> dict:
 
 
 def _fused(out, row: str) -> pd.DataFrame:
-    """The row's headline fused scores (layout-agnostic: the first parquet under the row)."""
-    paths = sorted((out / "fused/tricks").glob(f"{row}/**/*.parquet")) or sorted(
-        (out / "fused/tricks").glob(f"{row}.parquet")
-    )
-    assert paths, f"no fused scores for row {row}"
-    return pd.read_parquet(paths[0]).sort_values(["split", "index"]).reset_index(drop=True)
+    """The row's headline scores (fused, or the single score file of a one-view row)."""
+    scores_file = json.loads((out / f"rows/tricks/{row}.json").read_text())["scores_file"]
+    path = out.parents[1] / scores_file
+    return pd.read_parquet(path).sort_values(["split", "index"]).reset_index(drop=True)
 
 
 def _scores(out, test_model: str, view: str) -> pd.DataFrame:
@@ -204,12 +202,13 @@ def test_one_tricks_row_schedules_only_its_jobs(tmp_path):
         (j["wildcards"]["recipe"], j["wildcards"]["seed"]) for j in jobs if j["rule"] == "train"
     )
     assert trains == [("baseline", "0"), ("sure", "0")]
-    extracts = [j["wildcards"] for j in jobs if j["rule"] == "extract"]
-    assert sorted(w["split"] for w in extracts) == SPLITS
-    assert {w["view"] for w in extracts} == {"center"}
-    assert {w["test_model"] for w in extracts} == {"deit3_micro-sure-s0-noln"}
+    # one extraction job per (test model, view) writes every test split
+    (extract,) = [j for j in jobs if j["rule"] == "extract"]
+    assert extract["wildcards"] == {"test_model": "deit3_micro-sure-s0-noln", "view": "center"}
+    assert all(f"split~{s}.npz" in extract["output"] for s in SPLITS)
     assert "five_crop" not in text and "seed~1" not in text and "r10" not in text
-    assert counts["score"] == 1 and counts["fuse"] == 1 and counts["evaluate"] == 1
+    # one view, one model: the score file is the row's scores, no fuse job
+    assert counts["score"] == 1 and "fuse" not in counts and counts["evaluate"] == 1
     assert "table" not in counts and "histogram" not in counts
 
 
@@ -220,10 +219,9 @@ def test_five_crop_row_schedules_five_views_of_the_soup(tmp_path):
     (mtm,) = [j for j in jobs if j["rule"] == "make_test_model"]
     assert mtm["wildcards"]["test_model"] == "deit3_micro-sure-s0_1-noln-r10"
     assert "seed~0/final.safetensors" in mtm["input"] and "seed~1/final.safetensors" in mtm["input"]
-    extracts = {
-        (j["wildcards"]["view"], j["wildcards"]["split"]) for j in jobs if j["rule"] == "extract"
-    }
-    assert extracts == {(v, s) for v in FIVE for s in SPLITS}
+    extracts = [j for j in jobs if j["rule"] == "extract"]
+    assert {j["wildcards"]["view"] for j in extracts} == set(FIVE) and len(extracts) == 5
+    assert all(f"split~{s}.npz" in j["output"] for j in extracts for s in SPLITS)
     assert counts["score"] == 5 and counts["fuse"] == 1
     (fuse,) = [j for j in jobs if j["rule"] == "fuse"]
     assert fuse["input"].count("scores.parquet") == 5

@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-model", required=True, type=Path)
     p.add_argument("--benchmark", required=True, help="benchmark config subtree (JSON)")
     p.add_argument("--data-dir", required=True, type=Path)
-    p.add_argument("--split", required=True)
+    p.add_argument(
+        "--split", required=True, nargs="+", help="one or more splits (one --out each, in order)"
+    )
     p.add_argument("--view", default="center")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0)
@@ -34,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
     p.add_argument("--shard", type=int, default=0, help="which shard of the split (0-based)")
     p.add_argument("--num-shards", type=int, default=1, help="cut the split into N shards")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, nargs="+")
 
 
 def forward_cache(
@@ -159,22 +161,29 @@ def extract(
 
 
 def run(args: argparse.Namespace) -> int:
-    cache = extract(
-        args.test_model,
-        json.loads(args.benchmark),
-        args.data_dir,
-        args.split,
-        args.view,
-        args.out,
-        args.batch_size,
-        args.workers,
-        args.threads,
-        args.device,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        pin_memory={"auto": None, "true": True, "false": False}[args.pin_memory],
-        shard=args.shard,
-        num_shards=args.num_shards,
-    )
-    print(f"{args.out}: {len(cache)} images, {cache.num_classes} classes")
+    """Extract each split into its own cache; one process for several splits saves the
+    start-up (importing torch and timm) of one job per split."""
+    if len(args.split) != len(args.out):
+        from sure_ood.io import InputError
+
+        raise InputError(f"--split names {len(args.split)} splits but --out {len(args.out)} files")
+    for split, out in zip(args.split, args.out, strict=True):
+        cache = extract(
+            args.test_model,
+            json.loads(args.benchmark),
+            args.data_dir,
+            split,
+            args.view,
+            out,
+            args.batch_size,
+            args.workers,
+            args.threads,
+            args.device,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            pin_memory={"auto": None, "true": True, "false": False}[args.pin_memory],
+            shard=args.shard,
+            num_shards=args.num_shards,
+        )
+        print(f"{out}: {len(cache)} images, {cache.num_classes} classes")
     return 0

@@ -274,8 +274,22 @@ def get_row_config_json(wildcards):
     return as_json(row_config_subtree(config, wildcards.table, wildcards.row))
 
 
-def fused_path(table, row, replicate):
-    return f"{OUT}/fused/{table}/{row}/rep~{replicate}.parquet"
+def row_score_files(row, replicate):
+    """Score files of one replicate of a row: one per (test model, view)."""
+    return [
+        f"{OUT}/scores/{tm.id}/method~{row['method']}/view~{view}/scores.parquet"
+        for tm in row_test_models(row, int(replicate))
+        for view in row_views(row)
+    ]
+
+
+def fused_path(table, row_id, replicate):
+    """The scores of one replicate of a row: the fuse output, or, for a row with one view and
+    one test model, its single score file as it is (no fuse job to run)."""
+    files = row_score_files(resolve_row(config, table, row_id), replicate)
+    if len(files) == 1:
+        return files[0]
+    return f"{OUT}/fused/{table}/{row_id}/rep~{replicate}.parquet"
 
 
 def get_row_fused(wildcards):
@@ -303,12 +317,7 @@ def row_views(row):
 
 
 def get_fuse_scores(wildcards):
-    row = get_row(wildcards)
-    return [
-        f"{OUT}/scores/{tm.id}/method~{row['method']}/view~{view}/scores.parquet"
-        for tm in row_test_models(row, int(wildcards.replicate))
-        for view in row_views(row)
-    ]
+    return row_score_files(get_row(wildcards), wildcards.replicate)
 
 
 def get_fuse_features(wildcards):

@@ -2,16 +2,54 @@
 # cut into N contiguous shards, one job each, and merge_features.smk concatenates them in order.
 if EXTRACT_SHARDS == 1:
 
+    # One job per (test model, view) extracts every test split: the model and the torch/timm
+    # start-up are paid once, not once per split.
     rule extract:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=f"{OUT}/data/manifest.parquet",
         output:
-            f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
+            [
+                f"{OUT}/features/{{test_model}}/view~{{view}}/split~{split}.npz"
+                for split in TEST_SPLITS
+            ],
         log:
-            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.log",
+            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/extract.log",
         benchmark:
-            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.tsv"
+            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/extract.tsv"
+        conda:
+            "../../envs/sure-ood.yaml"
+        threads: res("extract", "threads", 1)
+        resources:
+            mem_mb=res("extract", "mem_mb", 4000),
+            runtime=res("extract", "runtime", 60),
+            gpu=res("extract", "gpu", 0),
+        params:
+            code=code_version("extract"),
+            benchmark=as_json(config["benchmark"]),
+            data_dir=get_data_dir,
+            splits=" ".join(TEST_SPLITS),
+            batch_size=config.get("extract_batch_size", 256),
+            device=config.get("device", "auto"),
+            compute=get_compute_args(),
+        shell:
+            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "--data-dir {params.data_dir:q} --split {params.splits} --view {wildcards.view} "
+            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
+            "{params.compute} --out {output:q} > {log:q} 2>&1"
+
+    # The training split (for fitted methods: Mahalanobis, KNN, ViM...) only where a method
+    # needs it, always at the center view: the same CLI stage, one split.
+    rule extract_train:
+        input:
+            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
+            manifest=f"{OUT}/data/manifest.parquet",
+        output:
+            f"{OUT}/features/{{test_model}}/view~center/split~train.npz",
+        log:
+            f"results/logs/{BENCH}/features/{{test_model}}/view~center/split~train.log",
+        benchmark:
+            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~center/split~train.tsv"
         conda:
             "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
@@ -28,7 +66,7 @@ if EXTRACT_SHARDS == 1:
             compute=get_compute_args(),
         shell:
             "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
-            "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
+            "--data-dir {params.data_dir:q} --split train --view center "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
 
