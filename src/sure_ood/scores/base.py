@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp, softmax
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
@@ -285,15 +284,21 @@ def as_f64(x: np.ndarray) -> np.ndarray:
 
 def probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """softmax(z / T) in float64."""
+    from scipy.special import softmax  # lazy: the registry is imported by every DAG build
+
     return softmax(as_f64(logits) / temperature, axis=1)
 
 
 def log_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    from scipy.special import log_softmax
+
     return log_softmax(as_f64(logits) / temperature, axis=1)
 
 
 def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """-E(x) = T * logsumexp(z / T)."""
+    from scipy.special import logsumexp
+
     return temperature * logsumexp(as_f64(logits) / temperature, axis=1)
 
 

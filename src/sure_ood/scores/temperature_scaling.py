@@ -9,7 +9,6 @@ Reads: logits (+ labelled training logits when fitted).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import Scorer, check_positive, log_probs, map_rows, probs, register
@@ -37,6 +36,8 @@ class TemperatureScaling(Scorer):
 
         def nll(log_t: float) -> float:
             return float(-log_probs(z, np.exp(log_t))[np.arange(len(y)), y].mean())
+
+        from scipy.optimize import minimize_scalar
 
         res = minimize_scalar(
             nll, bounds=(np.log(1e-2), np.log(1e3)), method="bounded", options={"xatol": 1e-6}

@@ -13,10 +13,17 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.special import logsumexp
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, as_f64, check_positive, chunks, register, train_labelled
+from sure_ood.scores.base import (
+    Scorer,
+    as_f64,
+    check_positive,
+    chunks,
+    energy,
+    register,
+    train_labelled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,5 +68,5 @@ class ViM(Scorer):
         for sl in chunks(len(cache), cache.features.shape[1] + cache.num_classes):
             x = as_f64(cache.features[sl]) - self.origin
             resid = np.linalg.norm(x @ self.residual_basis, axis=1)
-            out[sl] = logsumexp(as_f64(cache.logits[sl]), axis=1) - self.alpha * resid
+            out[sl] = energy(cache.logits[sl]) - self.alpha * resid
         return out
