@@ -121,3 +121,25 @@ def test_an_edited_recipe_does_not_resume_the_old_state(tmp_path, data_dir):
     _train(tmp_path, data_dir, {**SURE, "lr": 0.02}, stop_after_epoch=1)
     states = sorted(tmp_path.glob("state/*/state.pt"))
     assert len(states) == 2, "the edited recipe must start afresh and keep the old state"
+
+
+def test_editing_a_score_never_retrains(tmp_path):
+    """Training's code version (a params trigger and part of the run fingerprint) covers the
+    code training runs, not the score registry: editing a method must not rerun training."""
+    import shutil
+    from pathlib import Path
+
+    import sure_ood
+    from sure_ood.code_version import code_version
+
+    pkg = Path(sure_ood.__file__).parent
+    shutil.copytree(pkg, tmp_path / "sure_ood", ignore=shutil.ignore_patterns("__pycache__"))
+    before = {s: code_version(s, root=tmp_path) for s in ("train", "score")}
+    msp = tmp_path / "sure_ood/scores/msp.py"
+    msp.write_text(msp.read_text() + "\nEDITED = 1\n")
+    from sure_ood import code_version as cv
+
+    cv._CODE_VERSIONS.clear()
+    cv._MODULES.clear()
+    assert code_version("train", root=tmp_path) == before["train"]
+    assert code_version("score", root=tmp_path) != before["score"]

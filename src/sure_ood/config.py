@@ -447,94 +447,9 @@ def validate_config(config: Any, schema: dict | str | os.PathLike) -> None:
 
 
 # ---- code versions: editing a stage's package code reruns its jobs --------------------------
-def code_version(stage: str, root: str | os.PathLike | None = None) -> str:
-    """Short hash of the package code a stage runs: ``sure_ood/<stage>.py``, the CLI, and every
-    ``sure_ood`` module they import (transitively, function-level imports included).
-
-    A rule passes it as a param, so Snakemake's params trigger reruns the stage's jobs when
-    that code changes. The hash is of the syntax tree without docstrings, so comments,
-    docstrings and formatting do not count. ``root`` is the folder holding ``sure_ood/``
-    (default: this package's).
-    """
-    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
-    key = (str(root), stage)
-    if key not in _CODE_VERSIONS:
-        import hashlib
-
-        if _module_file(root, f"sure_ood.{stage}") is None:
-            raise ConfigError(f"code_version: no module sure_ood.{stage}")
-        todo, seen = ["sure_ood.cli", f"sure_ood.{stage}"], {}
-        while todo:
-            mod = todo.pop()
-            if mod in seen:
-                continue
-            info = _module_info(root, mod)
-            seen[mod] = info
-            if info is not None:
-                todo += info[0]
-        h = hashlib.sha256()
-        for mod in sorted(m for m, info in seen.items() if info is not None):
-            h.update(mod.encode() + b"\0" + seen[mod][1])
-        _CODE_VERSIONS[key] = h.hexdigest()[:16]
-    return _CODE_VERSIONS[key]
 
 
-_CODE_VERSIONS: dict[tuple[str, str], str] = {}
-_MODULES: dict[tuple[str, str], tuple[list[str], bytes] | None] = {}
-
-
-def _module_info(root: Path, mod: str) -> tuple[list[str], bytes] | None:
-    """(the sure_ood modules ``mod`` imports, digest of its code); None if not a module."""
-    import ast
-    import hashlib
-
-    key = (str(root), mod)
-    if key in _MODULES:
-        return _MODULES[key]
-    f = _module_file(root, mod)
-    if f is None:  # an attribute (from sure_ood.io import atomic_path) or not ours
-        _MODULES[key] = None
-        return None
-    tree = ast.parse(f.read_text(), str(f))
-    parts = mod.split(".")
-    deps = [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run too
-    is_pkg = f.name == "__init__.py"
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = parts if is_pkg else parts[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
-            names = [base] + [f"{base}.{a.name}" for a in node.names]
-        deps += [n for n in names if n == "sure_ood" or n.startswith("sure_ood.")]
-    digest = hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).digest()
-    _MODULES[key] = (deps, digest)
-    return _MODULES[key]
-
-
-def _module_file(root: Path, mod: str) -> Path | None:
-    base = root.joinpath(*mod.split("."))
-    for f in (base.with_suffix(".py"), base / "__init__.py"):
-        if f.is_file():
-            return f
-    return None
-
-
-def _strip_docstrings(tree):
-    import ast
-
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return tree
+# Stage code versions live in their own stdlib-only module, so that a stage importing it
+# (train fingerprints its runs) does not pull this module, and through it the score registry,
+# into its own code version.
+from sure_ood.code_version import code_version  # noqa: E402, F401

@@ -485,7 +485,7 @@ def run_fingerprint(bench, model_cfg, recipe, seed, init_file) -> str:
     """Short hash of everything that defines a run (and of the init file's bytes)."""
     import hashlib
 
-    from sure_ood.config import code_version
+    from sure_ood.code_version import code_version
 
     h = hashlib.sha256(json.dumps([bench, model_cfg, recipe, seed], sort_keys=True).encode())
     if init_file:
