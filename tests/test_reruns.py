@@ -35,6 +35,20 @@ def _copy_run(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _up_to_date_copy(src: Path, dest: Path, env: dict | None = None) -> Path:
+    """A copy of the session's run, checked to be up to date before the test edits it.
+
+    The package code is part of every job's params: if someone edited it since the run was
+    made (a shared working tree), everything is rightly out of date and the test cannot say
+    anything, so it is skipped (test_nothing_to_do_after_a_full_run fails loudly then).
+    """
+    work = _copy_run(src, dest)
+    jobs = _dry_run(work, env)
+    if jobs:
+        pytest.skip(f"the package changed since the session's run: {len(jobs)} jobs to rerun")
+    return work
+
+
 def _dry_run(work: Path, env: dict | None = None) -> list[tuple[str, str]]:
     """(rule, first output) of every job ``snakemake -n`` would run."""
     cmd = [str(BIN / "snakemake"), "-n", "--configfile", CONFIG]
@@ -66,7 +80,7 @@ def test_two_runs_from_scratch_give_identical_tables(digits_run, tmp_path):
 
 
 def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
-    work = _copy_run(digits_run, tmp_path / "run")
+    work = _up_to_date_copy(digits_run, tmp_path / "run")
     cfg = yaml.safe_load((work / CONFIG).read_text())
     rows = [
         (t, r) for t, tab in cfg["tables"].items() for r in tab["rows"]
@@ -81,18 +95,19 @@ def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
     assert rules <= {"score", "fuse", "evaluate", "histogram", "table", "all"}, jobs
     scores = [o for rule, o in jobs if rule == "score"]
     assert scores and all("/method~energy/" in o for o in scores), scores
-    for rule in ("fuse", "evaluate", "histogram"):
+    for rule in ("fuse", "evaluate", "histogram"):  # a one-view row may have no fuse job
         outs = [o for r, o in jobs if r == rule]
-        assert outs and all(any(f"/{t}/{r}" in o for t, r in rows) for o in outs), (rule, outs)
+        assert outs or rule == "fuse", (rule, jobs)
+        assert all(any(f"/{t}/{r}" in o for t, r in rows) for o in outs), (rule, outs)
     assert {Path(o).stem for r, o in jobs if r == "table"} == {t for t, _ in rows}
 
 
 def test_editing_a_stage_code_reruns_that_stage(digits_run, tmp_path):
-    work = _copy_run(digits_run, tmp_path / "run")
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src/sure_ood", src / "sure_ood", ignore=shutil.ignore_patterns("*.pyc"))
     env = snakemake_env()
     env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    work = _up_to_date_copy(digits_run, tmp_path / "run", env)
     score_py = src / "sure_ood/score.py"
     text = score_py.read_text()
 
