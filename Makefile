@@ -19,9 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) --workflow-profile workflow/profiles/local $(ARGS)
 
-## test: unit tests, workflow tests (real Snakemake), lint, and the SLURM test where root + apt
+## test: unit tests (2 processes), then the workflow tests (real Snakemake, one at a time: they
+## share one full run of config/digits_osr.yaml), including the SLURM test where root + apt
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest tests $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest tests -m "not workflow" -n 2 $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest tests -m workflow $(ARGS)
 
 lint: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH sh -c 'ruff check src tests benchmarks && snakefmt --check Snakefile workflow && snakemake --lint'

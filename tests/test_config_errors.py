@@ -77,7 +77,7 @@ CASES = [
     (
         "negative_epochs",
         lambda c: _set(c, "recipes.sure.epochs", -3),
-        r"recipes\.sure\.epochs: -3 is less than the minimum of 1",
+        r"recipes\.sure\.epochs: -3 is less than the minimum of 0",
     ),
     (
         "bad_enum",
@@ -257,7 +257,7 @@ def test_the_shipped_configs_pass(tmp_path):
 
 def test_every_schema_violation_is_listed_by_path():
     cfg = copy.deepcopy(BASE)
-    cfg["recipes"]["baseline"]["epochs"] = 0
+    cfg["recipes"]["baseline"]["epochs"] = -1  # 0 is allowed: keep the initial weights
     cfg["recipes"]["sure"]["lr"] = "fast"
     cfg["bootstrap"] = -1
     with pytest.raises(ConfigError) as info:
@@ -265,7 +265,7 @@ def test_every_schema_violation_is_listed_by_path():
     lines = str(info.value).splitlines()
     assert lines[:3] == [
         "bootstrap: -1 is less than the minimum of 0",
-        "recipes.baseline.epochs: 0 is less than the minimum of 1",
+        "recipes.baseline.epochs: -1 is less than the minimum of 0",
         "recipes.sure.lr: 'fast' is not of type 'number'",
     ]
     assert lines[3] == "(3 problems in the config)"
