@@ -22,9 +22,8 @@ import pytest
 import yaml
 from conftest import BIN, ROOT, copy_workflow, run_snakemake, snakemake_env
 
-from sure_ood.config import code_version
+from sure_ood.code_version import code_version
 
-pytestmark = pytest.mark.workflow
 CONFIG = "config/digits_osr.yaml"
 UPSTREAM = {"prepare_data", "train", "finalize_swa", "make_test_model", "extract"}
 
@@ -66,6 +65,7 @@ def _dry_run(work: Path, env: dict | None = None) -> list[tuple[str, str]]:
     return jobs
 
 
+@pytest.mark.workflow
 def test_two_runs_from_scratch_give_identical_tables(digits_run, tmp_path):
     work = copy_workflow(tmp_path / "second")
     run_snakemake(work, "--cores", "2", "--configfile", CONFIG, timeout=3600)
@@ -79,6 +79,7 @@ def test_two_runs_from_scratch_give_identical_tables(digits_run, tmp_path):
         assert (first / md).read_bytes() == (second / md).read_bytes(), f"{md} differs"
 
 
+@pytest.mark.workflow
 def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
     work = _up_to_date_copy(digits_run, tmp_path / "run")
     cfg = yaml.safe_load((work / CONFIG).read_text())
@@ -102,6 +103,7 @@ def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
     assert {Path(o).stem for r, o in jobs if r == "table"} == {t for t, _ in rows}
 
 
+@pytest.mark.workflow
 def test_editing_a_stage_code_reruns_that_stage(digits_run, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT / "src/sure_ood", src / "sure_ood", ignore=shutil.ignore_patterns("*.pyc"))

@@ -337,7 +337,7 @@ def _crafted_pickle(path: Path, marker: Path) -> None:
             return (open, (str(marker), "w"))
 
     with open(path, "wb") as fh:
-        pickle.dump({"epoch": 1, "model": Evil()}, fh)
+        pickle.dump({"epoch": 1, "model": Evil()}, fh, protocol=2)
 
 
 def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
