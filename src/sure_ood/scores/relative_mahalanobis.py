@@ -11,24 +11,20 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, as_f64, chunks, register, train_labelled
-from sure_ood.scores.mahalanobis import class_means, min_class_distance, shared_precision
+from sure_ood.scores.base import as_f64, chunks, register, train_labelled
+from sure_ood.scores.mahalanobis import Mahalanobis, min_class_distance, shared_precision
 
 
 @register
-class RelativeMahalanobis(Scorer):
+class RelativeMahalanobis(Mahalanobis):
+    """Mahalanobis' class-conditional fit plus one class-agnostic Gaussian (the background)."""
+
     name = "relative_mahalanobis"
-    needs = frozenset({"features", "train"})
-    fitted = True
     _state_keys = ("means", "precision", "background_mean", "background_precision")
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:
-        h, _, y = train_labelled(train)
-        self.means = class_means(h, y, train.num_classes, train.source)
-        self.precision = shared_precision(h - self.means[y])
+        super()._fit(train, prior)
+        h, _, _ = train_labelled(train)
         self.background_mean = h.mean(axis=0)
         self.background_precision = shared_precision(h - self.background_mean)
 
