@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_model
 
 
 def torch_loop(head, h: np.ndarray, t: float = 1.0) -> np.ndarray:
@@ -67,7 +57,7 @@ def main() -> None:
     h = rng.normal(size=(n, d)) + 3.0 * w[y] * np.sqrt(d)
     h[:, :4] *= 40.0  # a few large residual-stream dims, so the clip at 100 bites sometimes
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs; torch {torch.__version__} "
+        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__} "
         f"threads={torch.get_num_threads()}; numpy {np.__version__}"
     )
     print(f"N={n}, D={d}, C={c}; torch loop timed on {args.loop_n} images, extrapolated to N")

@@ -21,26 +21,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import statistics
 import time
 
 import timm
 import torch
+from machine import cpu_model
 from torch import nn
 
 from sure_ood.tricks import SAM, CorrectnessHistory, CosineHead, replace_head, sure_step
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_model() -> nn.Module:

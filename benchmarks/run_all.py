@@ -39,25 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model, load_average
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-def load_average() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def run(script: str, args: list[str], timeout: float) -> tuple[int, str, float]:
