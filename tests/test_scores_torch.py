@@ -16,6 +16,7 @@ from torch import nn
 
 from sure_ood import scores
 from sure_ood.cache import FeatureCache
+from sure_ood.io import InputError
 from sure_ood.scores.odin import odin_scores
 
 pytest.importorskip("pytorch_ood")
@@ -121,7 +122,9 @@ def autograd_pseudo_layer(logits: np.ndarray, h: np.ndarray, t: float, q: np.nda
 def test_gradnorm_against_autograd(head, clip, t):
     cache = make_cache(25, 1, head=head, clip=clip)
     ref = autograd_gradnorm(torch_head(cache), cache.features, t)
-    got = scores.get("gradnorm", temperature=t).score(cache)
+    got = scores.get("gradnorm", temperature=t, precision="float64").score(cache)
+    np.testing.assert_allclose(got, ref, rtol=1e-10)
+    got = scores.get("gradnorm", temperature=t).score(cache)  # float32 by default
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     # the closed form is the gradient of a pseudo-linear layer on the raw (unclipped) h
     ref = autograd_pseudo_layer(cache.logits, cache.features, t, np.full(C, 1 / C))
@@ -141,12 +144,11 @@ def test_rp_gradnorm_against_autograd():
 
 def test_cosine_gradnorm_invariant_to_feature_scale():
     cache = make_cache(20, 4, head="cosine")
-    base = scores.get("gradnorm", temperature=2.5).score(cache)
+    scorer = scores.get("gradnorm", temperature=2.5, precision="float64")
+    base = scorer.score(cache)
     for k in (0.1, 10.0):
         scaled = FeatureCache(**{**cache.__dict__, "features": k * cache.features})
-        np.testing.assert_allclose(
-            scores.get("gradnorm", temperature=2.5).score(scaled), base, rtol=1e-10
-        )
+        np.testing.assert_allclose(scorer.score(scaled), base, rtol=1e-10)
 
 
 def test_gradnorm_pytorch_ood():
@@ -361,17 +363,82 @@ def test_odin_pytorch_ood():
     np.testing.assert_allclose(got, -theirs, rtol=1e-10)
 
 
-def test_cosine_gradnorm_float32_threads_and_spans():
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+@pytest.mark.parametrize("n, c", [(9, 5), (12, 4), (3, 1)])  # tails: rows % 4, odd C
+def test_residual_kernel_against_numpy(n, c, dtype, rtol, monkeypatch):
+    from sure_ood.scores import kernels
+
+    rng = np.random.default_rng(n * c)
+    h, w = rng.normal(size=(n, 37)), rng.normal(size=(c, 37))
+    cos = rng.normal(size=(n, c))
+    ref = np.abs(h[:, None, :] - cos[:, :, None] * w[None]).sum(axis=2)
+    got = kernels.residual_l1(h.astype(dtype), w.astype(dtype), cos.astype(dtype))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, ref, rtol=rtol)
+    monkeypatch.setattr(kernels, "workers", lambda: 1)
+    again = kernels.residual_l1(h.astype(dtype), w.astype(dtype), cos.astype(dtype))
+    np.testing.assert_array_equal(again, got)  # each output is one thread's, in one order
+
+
+def test_residual_kernel_propagates_nan_and_rejects_mixed_dtypes():
+    from sure_ood.scores.kernels import residual_l1
+
+    h, w, cos = np.ones((5, 8)), np.ones((3, 8)), np.zeros((5, 3))
+    h[2, 4] = np.nan
+    got = residual_l1(h, w, cos)
+    assert np.isnan(got[2]).all() and np.isfinite(np.delete(got, 2, axis=0)).all()
+    with pytest.raises(TypeError, match="one float dtype"):
+        residual_l1(h.astype(np.float32), w, cos)
+
+
+def test_cosine_gradnorm_precisions_and_chunks():
     from sure_ood.scores.gradnorm import cosine_head_gradnorm
 
     rng = np.random.default_rng(7)
-    h, w = rng.normal(size=(600, 16)), rng.normal(size=(500, 16))  # 2 row spans at C = 500
-    ref = cosine_head_gradnorm(h, w, 8.0, 2.5, workers=1)
-    np.testing.assert_allclose(cosine_head_gradnorm(h, w, 8.0, 2.5, workers=3), ref, rtol=1e-12)
-    np.testing.assert_allclose(
-        cosine_head_gradnorm(h, w, 8.0, 2.5, dtype="float32", workers=2), ref, rtol=1e-5
+    h, w = rng.normal(size=(2500, 16)), rng.normal(size=(500, 16))  # 2 row chunks at C = 500
+    z = (
+        8.0
+        * (h / np.linalg.norm(h, axis=1, keepdims=True))
+        @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
     )
-    cache = make_cache(25, 1, head="cosine", clip=1.0)
-    ref = autograd_gradnorm(torch_head(cache), cache.features, 1.0)
-    got = scores.get("gradnorm", precision="float32").score(cache)
-    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    ref = cosine_head_gradnorm(h, z, w, 8.0, 2.5, dtype="float64")
+    rows = [0, 2099, 2499]
+    one_by_one = [cosine_head_gradnorm(h[[i]], z[[i]], w, 8.0, 2.5, "float64") for i in rows]
+    np.testing.assert_allclose(ref[rows], np.concatenate(one_by_one), rtol=1e-12)
+    np.testing.assert_allclose(cosine_head_gradnorm(h, z, w, 8.0, 2.5), ref, rtol=2e-6)
+
+
+@pytest.mark.parametrize("head", ["linear", "cosine"])
+def test_gradnorm_refuses_logits_from_another_head(head):
+    """GradNorm combines logits and features: they must come from one forward."""
+    cache = make_cache(30, 2, head=head, clip=1.0 if head == "cosine" else None)
+    for bad in (2.0 * cache.logits, np.roll(cache.logits, 1, axis=0)):
+        other = FeatureCache(**{**cache.__dict__, "logits": bad, "source": "elsewhere.npz"})
+        with pytest.raises(InputError, match=r"elsewhere.npz: 'logits' are not the .* 'features'"):
+            scores.get("gradnorm").score(other)
+
+
+def test_gradnorm_on_a_bf16_cache():
+    """A bf16 forward's logits pass the check; the score moves by about bf16's precision."""
+    cache = make_cache(40, 3, head="cosine", clip=1.0)
+    z16 = torch.tensor(cache.logits).to(torch.bfloat16).double().numpy()
+    rounded = FeatureCache(**{**cache.__dict__, "logits": z16})
+    exact = scores.get("gradnorm", precision="float64").score(cache)
+    got = scores.get("gradnorm", precision="float64").score(rounded)
+    np.testing.assert_allclose(got, exact, rtol=0.05)
+
+
+def test_gradnorm_float32_keeps_the_ranking():
+    """float32 (the default) against float64: the same ID-vs-OOD AUROC to 1e-6."""
+    from sklearn.metrics import roc_auc_score
+
+    id_c = make_cache(300, 4, head="cosine", clip=1.0)
+    h = np.random.default_rng(5).normal(size=id_c.features.shape) + 0.5  # no class signal
+    z = cosine_head(id_c.head_weight, 8.0, 1.0)(torch.from_numpy(h)).detach().numpy()
+    ood_c = FeatureCache(**{**id_c.__dict__, "features": h, "logits": z})
+    y = np.r_[np.ones(300), np.zeros(300)]
+    auc = {}
+    for prec in ("float32", "float64"):
+        scorer = scores.get("gradnorm", precision=prec)
+        auc[prec] = roc_auc_score(y, np.r_[scorer.score(id_c), scorer.score(ood_c)])
+    assert 0.0 < auc["float64"] < 1.0 and abs(auc["float32"] - auc["float64"]) < 1e-6, auc

@@ -4,8 +4,9 @@
 >>> scorer = scores.get("energy", temperature=1.0).fit(train_cache)
 >>> id_score = scorer.score(test_cache)        # float64 [N], higher = more in-distribution
 
-Importing this package imports numpy/scipy only (sklearn lazily when a method fits); torch is
-imported only inside :func:`sure_ood.scores.odin.odin_scores`.
+Importing this package imports numpy/scipy only (sklearn lazily when a method fits, numba when
+a compiled kernel first runs); torch is imported only inside
+:func:`sure_ood.scores.odin.odin_scores`.
 """
 
 from __future__ import annotations

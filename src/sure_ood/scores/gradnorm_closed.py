@@ -15,13 +15,12 @@ import numpy as np
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import (
     Scorer,
-    as_f64,
     check_choice,
     check_positive,
     feature_matrix,
-    map_rows,
-    probs,
     register,
+    row_l1,
+    softmax_l1,
 )
 
 
@@ -56,8 +55,4 @@ class GradNormClosed(Scorer):
         q = self.prior if self.fitted else 1.0 / cache.num_classes
         t = self.temperature
 
-        def closed(sl: slice) -> np.ndarray:
-            dist = np.abs(probs(cache.logits[sl], t) - q).sum(axis=1)
-            return dist * np.abs(as_f64(h[sl])).sum(axis=1) / t
-
-        return map_rows(len(cache), cache.num_classes + h.shape[1], closed)
+        return softmax_l1(cache.logits, q, t) * row_l1(h) / t

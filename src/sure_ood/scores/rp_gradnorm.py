@@ -13,12 +13,11 @@ import numpy as np
 from sure_ood.cache import FeatureCache
 from sure_ood.scores.base import (
     Scorer,
-    as_f64,
     check_choice,
     feature_matrix,
-    map_rows,
-    probs,
     register,
+    row_l1,
+    softmax_l1,
 )
 
 
@@ -43,9 +42,4 @@ class RPGradNorm(Scorer):
     def _score(self, cache: FeatureCache) -> np.ndarray:
         h = feature_matrix(cache, self.features)
         n_dims, n_classes = h.shape[1], cache.num_classes
-
-        def rp(sl: slice) -> np.ndarray:
-            dist = np.abs(self.prior - probs(cache.logits[sl])).sum(axis=1)
-            return np.abs(as_f64(h[sl])).sum(axis=1) * dist / (n_dims * n_classes)
-
-        return map_rows(len(cache), n_classes + n_dims, rp)
+        return row_l1(h) * softmax_l1(cache.logits, self.prior) / (n_dims * n_classes)
