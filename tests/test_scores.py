@@ -320,18 +320,24 @@ def test_knn(train, test):
 
     for k in (1, 7):
         dist = np.sort(cdist(norm(test.features), norm(train.features)), axis=1)
-        got = fitted("knn", train, k=k).score(test)
+        got = fitted("knn", train, k=k, precision="float64").score(test)
         np.testing.assert_allclose(got, -dist[:, k - 1], rtol=1e-7, atol=1e-10)
+        got = fitted("knn", train, k=k).score(test)  # float32 by default
+        np.testing.assert_allclose(got, -dist[:, k - 1], rtol=1e-4)
     with pytest.raises(InputError, match="k=500"):
         fitted("knn", train, k=500)
 
 
-def test_knn_chunking_matches(train, test, monkeypatch):
-    full = fitted("knn", train, k=5).score(test)
-    import sure_ood.scores.base as base
+@pytest.mark.parametrize("precision, rtol", [("float64", 1e-12), ("float32", 1e-6)])
+def test_knn_blocks_and_threads_match(train, test, monkeypatch, precision, rtol):
+    import sure_ood.scores.knn as knn
 
-    monkeypatch.setattr(base, "CHUNK_ELEMENTS", train.features.shape[0] * 3)  # 3 rows a chunk
-    np.testing.assert_allclose(fitted("knn", train, k=5).score(test), full, rtol=1e-12)
+    full = fitted("knn", train, k=5, precision=precision).score(test)
+    monkeypatch.setattr(knn, "BLOCK_ELEMENTS", train.features.shape[0] * 3)  # 3 rows a block
+    for n_threads in (1, 3):
+        monkeypatch.setattr(knn, "workers", lambda n=n_threads: n)
+        got = fitted("knn", train, k=5, precision=precision).score(test)
+        np.testing.assert_allclose(got, full, rtol=rtol)
 
 
 def test_vim(train, test):

@@ -248,7 +248,8 @@ def test_knn_pytorch_ood(pair):
     tr, te = pair
     det = pod.KNN(None, k=7).fit_features(t64(tr.features), t64(tr.labels))
     theirs = det.predict_features(t64(te.features)).numpy()
-    np.testing.assert_allclose(scores.get("knn", k=7).fit(tr).score(te), -theirs, rtol=1e-7)
+    ours = scores.get("knn", k=7, precision="float64").fit(tr).score(te)
+    np.testing.assert_allclose(ours, -theirs, rtol=1e-7)
 
 
 def test_react_ash_scale_pytorch_ood(pair):

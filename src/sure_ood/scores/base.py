@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -409,6 +410,15 @@ def feature_matrix(cache: FeatureCache, which: str) -> np.ndarray:
     if cache.prenorm_features is None:
         raise InputError(f"{cache.source}: missing key 'prenorm_features'")
     return cache.prenorm_features
+
+
+def workers() -> int:
+    """Threads a kernel may use: the CPUs this process may run on (a SLURM/cgroup limit)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    return max(1, n)
 
 
 def chunks(n: int, per_row: int, budget: int = CHUNK_ELEMENTS) -> Iterator[slice]:

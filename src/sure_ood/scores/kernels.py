@@ -17,18 +17,9 @@ the ~2 s compile.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-
-def workers() -> int:
-    """Threads a kernel may use: the CPUs this process may run on (a SLURM/cgroup limit)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, n)
+from sure_ood.scores.base import workers
 
 
 def residual_l1(h_hat: np.ndarray, w_hat: np.ndarray, cos: np.ndarray) -> np.ndarray:
