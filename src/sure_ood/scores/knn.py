@@ -50,7 +50,7 @@ class KNN(Scorer):
         h, _, _ = train_labelled(train)
         if h.shape[0] < self.k:
             raise InputError(f"{train.source}: knn k={self.k} exceeds {h.shape[0]} training images")
-        self.bank = l2_normalize(h)
+        self.bank = l2_normalize(h, np.dtype(self.precision).type)  # [N_train, D]
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
         n_bank = self.bank.shape[0]
@@ -59,7 +59,7 @@ class KNN(Scorer):
         from threadpoolctl import threadpool_limits
 
         dtype = np.dtype(self.precision).type
-        bank_t = np.ascontiguousarray(self.bank.T, dtype=dtype)  # [D, N_train]
+        bank_t = np.asarray(self.bank, dtype=dtype).T  # a view (BLAS reads it transposed)
         kth = n_bank - self.k  # ascending order: the K-th largest sits at n_bank - K
         out = np.empty(len(cache), dtype=np.float64)
 
