@@ -364,32 +364,45 @@ def test_odin_pytorch_ood():
     np.testing.assert_allclose(got, -theirs, rtol=1e-10)
 
 
+def numpy_cosine_gradnorm(h, z, w, tau, t, clip):
+    """Spec 7.6 term by term on an [N, C, D] tensor (small sizes only)."""
+    x = np.minimum(h, clip if clip is not None else np.inf)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    w_norm = np.linalg.norm(w, axis=1)
+    w_hat = w / w_norm[:, None]
+    l1 = np.abs(x[:, None, :] - (z / tau)[:, :, None] * w_hat[None]).sum(axis=2)
+    p = np.exp(z / t - (z / t).max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return (tau / t * np.abs(p - 1 / w.shape[0]) / w_norm * l1).sum(axis=1)
+
+
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
-@pytest.mark.parametrize("n, c", [(9, 5), (12, 4), (3, 1)])  # tails: rows % 4, odd C
-def test_residual_kernel_against_numpy(n, c, dtype, rtol, monkeypatch):
+@pytest.mark.parametrize("n, c, clip", [(9, 5, None), (12, 4, 0.5), (3, 1, None)])
+def test_cosine_gradnorm_kernel_against_numpy(n, c, clip, dtype, rtol, monkeypatch):
+    """Tails (rows % 4, odd C, one class), the clip, both dtypes, any thread count."""
     from sure_ood.scores import kernels
 
     rng = np.random.default_rng(n * c)
     h, w = rng.normal(size=(n, 37)), rng.normal(size=(c, 37))
-    cos = rng.normal(size=(n, c))
-    ref = np.abs(h[:, None, :] - cos[:, :, None] * w[None]).sum(axis=2)
-    got = kernels.residual_l1(h.astype(dtype), w.astype(dtype), cos.astype(dtype))
-    assert got.dtype == dtype
+    z = rng.normal(size=(n, c)) * 3.0  # any logits: the kernel takes the cosines as z / tau
+    ref = numpy_cosine_gradnorm(h, z, w, 8.0, 2.5, clip)
+    w_norm = np.linalg.norm(w, axis=1)
+    args = (h, z, w / w_norm[:, None], 8.0 / 2.5 / w_norm, 8.0, 2.5, clip, dtype)
+    got = kernels.cosine_gradnorm(*args)
+    assert got.dtype == np.float64
     np.testing.assert_allclose(got, ref, rtol=rtol)
     monkeypatch.setattr(kernels, "workers", lambda: 1)
-    again = kernels.residual_l1(h.astype(dtype), w.astype(dtype), cos.astype(dtype))
-    np.testing.assert_array_equal(again, got)  # each output is one thread's, in one order
+    np.testing.assert_array_equal(kernels.cosine_gradnorm(*args), got)  # one thread per image
 
 
-def test_residual_kernel_propagates_nan_and_rejects_mixed_dtypes():
-    from sure_ood.scores.kernels import residual_l1
+def test_cosine_gradnorm_kernel_propagates_nan():
+    from sure_ood.scores import kernels
 
-    h, w, cos = np.ones((5, 8)), np.ones((3, 8)), np.zeros((5, 3))
-    h[2, 4] = np.nan
-    got = residual_l1(h, w, cos)
-    assert np.isnan(got[2]).all() and np.isfinite(np.delete(got, 2, axis=0)).all()
-    with pytest.raises(TypeError, match="one float dtype"):
-        residual_l1(h.astype(np.float32), w, cos)
+    h, z, w = np.ones((6, 8)), np.zeros((6, 3)), np.eye(3, 8)
+    h[2, 4] = np.nan  # a NaN feature, also above the clip
+    z[4, 1] = np.nan  # a NaN logit
+    got = kernels.cosine_gradnorm(h, z, w, np.ones(3), 8.0, 1.0, 0.5, np.float32)
+    assert np.isnan(got[[2, 4]]).all() and np.isfinite(np.delete(got, [2, 4])).all()
 
 
 def test_cosine_gradnorm_precisions_and_chunks():

@@ -14,8 +14,8 @@ NeurIPS 2021 (original code: mean over classes, T = 1, batch size 1).
 Both head types read p (and the cosines s = z / tau) from the cached logits -- the network's
 own outputs -- and the head's input from the cached features; the head is never re-run. The
 two must come from one forward: a sample of rows is checked (loosely enough for bf16
-caches). The cosine head's O(N C D) L1 term runs in a fused, register-tiled numba kernel
-(:func:`sure_ood.scores.kernels.residual_l1`) in row chunks: memory O(chunk C), never
+caches). The cosine head runs in one fused, register-tiled numba kernel
+(:func:`sure_ood.scores.kernels.cosine_gradnorm`): memory O(N + C D), never [N, C] or
 [N, C, D].
 
 ``precision``: float32 (default) or float64 arithmetic. float32 agrees with float64 to ~1e-6
@@ -35,9 +35,7 @@ from sure_ood.scores.base import (
     as_f64,
     check_choice,
     check_positive,
-    chunks,
     head_logits,
-    l2_normalize,
     register,
     row_l1,
     softmax_l1,
@@ -60,31 +58,13 @@ def cosine_head_gradnorm(
     S_n = tau / T sum_c |p_nc - 1/C| / ||w_c|| ||h_hat_n - cos_nc w_hat_c||_1,
     p = softmax(z / T), cos = z / tau.
     """
-    from sure_ood.scores.kernels import residual_l1
+    from sure_ood.scores import kernels
 
-    dt = np.dtype(dtype).type
     w = as_f64(weight)
     w_norm = np.maximum(np.linalg.norm(w, axis=1), 1e-12)
-    w_hat = (w / w_norm[:, None]).astype(dt)
-    coef = (tau / temperature / w_norm).astype(dt)  # tau |g_c| / ||w_c||, g = (p - u) / T
-    n_classes = w.shape[0]
-    out = np.empty(h.shape[0], dtype=np.float64)
-    for sl in chunks(h.shape[0], n_classes, budget=1 << 20):  # [n, C] blocks of ~4 MB
-        x = np.asarray(h[sl], dtype=dt)
-        if clip is not None:
-            x = np.minimum(x, dt(clip))
-        z = np.asarray(logits[sl], dtype=dt)
-        l1 = residual_l1(l2_normalize(x, dt), w_hat, z / dt(tau))
-        p = z / dt(temperature)  # softmax(z / T), then |p - 1/C| coef l1 in place
-        p -= p.max(axis=1, keepdims=True)
-        np.exp(p, out=p)
-        p /= p.sum(axis=1, keepdims=True)
-        p -= dt(1.0 / n_classes)
-        np.abs(p, out=p)
-        p *= coef
-        p *= l1
-        out[sl] = p.sum(axis=1)
-    return out
+    coef = tau / temperature / w_norm  # tau |g_c| / ||w_c||, g = (p - u) / T
+    dt = np.dtype(dtype).type
+    return kernels.cosine_gradnorm(h, logits, w / w_norm[:, None], coef, tau, temperature, clip, dt)
 
 
 def check_logits_match_head(cache: FeatureCache, rows: int = 64) -> None:
