@@ -7,6 +7,9 @@ Where its definition differs by a constant or a normalisation, the comparison sa
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -456,3 +459,28 @@ def test_gradnorm_float32_keeps_the_ranking():
         scorer = scores.get("gradnorm", precision=prec)
         auc[prec] = roc_auc_score(y, np.r_[scorer.score(id_c), scorer.score(ood_c)])
     assert 0.0 < auc["float64"] < 1.0 and abs(auc["float32"] - auc["float64"]) < 1e-6, auc
+
+
+def test_kernels_load_where_no_cache_folder_is_writable(tmp_path):
+    """numba refuses to import cache=True functions without a writable cache location."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numpy as np\n"
+        "from sure_ood.scores import kernels\n"
+        "h, z, w = np.ones((5, 8)), np.zeros((5, 3)), np.eye(3, 8)\n"
+        "out = kernels.cosine_gradnorm(h, z, w, np.ones(3), 8.0, 1.0, None, np.float64)\n"
+        "assert np.isfinite(out).all()\n"
+        "print(os.environ['NUMBA_CACHE_DIR'])\n"
+    )
+    # only locators that find nothing: the zip one (not a zip import) and the user-given
+    # folder (NUMBA_CACHE_DIR unset) -- as on a read-only install with a read-only home
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "ZipCacheLocator,UserProvidedCacheLocator"
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    cache_dir = Path(run.stdout.strip())
+    assert cache_dir.name.startswith("sure-ood-numba-") and any(cache_dir.rglob("*.nbi"))

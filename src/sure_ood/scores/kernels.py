@@ -12,15 +12,37 @@ Hand-written with numba because no maintained library computes them fused:
 
 The numba code lives in :mod:`sure_ood.scores._numba_kernels`, imported on first use only:
 importing the score registry (every DAG build does) must stay cheap. Its compiled code is
-cached on disk (``cache=True``, in ``__pycache__`` or numba's user cache): later processes skip
-the ~2 s compile.
+cached on disk (``cache=True``, in ``__pycache__``, numba's user cache or, where neither is
+writable, a temporary folder): later processes skip the ~2 s compile.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from sure_ood.scores.base import chunks, workers
+
+
+def _load():
+    """The numba kernels module. numba caches compiled code next to the source or in the
+    user's cache folder; where neither is writable (a read-only install and home on a
+    cluster node), importing a ``cache=True`` function fails, so cache in a fresh temporary
+    folder instead (each process then compiles once, ~2 s)."""
+    try:
+        from sure_ood.scores import _numba_kernels
+    except RuntimeError as err:
+        if "no locator available" not in str(err):
+            raise
+        import tempfile
+
+        import numba.core.config
+
+        os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="sure-ood-numba-")
+        numba.core.config.reload_config()
+        from sure_ood.scores import _numba_kernels
+    return _numba_kernels
 
 
 def cosine_gradnorm(
@@ -43,8 +65,7 @@ def cosine_gradnorm(
     """
     import numba
 
-    from sure_ood.scores import _numba_kernels
-
+    _numba_kernels = _load()
     numba.set_num_threads(min(workers(), numba.config.NUMBA_NUM_THREADS))
     w_hat = np.ascontiguousarray(w_hat, dtype=dtype)
     coef = np.ascontiguousarray(coef, dtype=np.float64)
