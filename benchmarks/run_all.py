@@ -107,9 +107,11 @@ def parse_gradnorm(out: str):
             speedups.append((f"{r[0]}/{r[1]}", num(r[4]), r[5]))
     if not speedups:
         return None
-    worst = min(speedups, key=lambda t: t[1])
+    # the target is for the default precision (float32); float64 rows are reported beside it
+    judged = [t for t in speedups if t[0].endswith("/float32")] or speedups
+    worst = min(judged, key=lambda t: t[1])
     fig = ", ".join(f"{k} {v:.0f}x (max rel diff {d})" for k, v, d in speedups)
-    return f"vectorised vs loop: {fig}", worst[1], ">= 100x", worst[1] >= 100
+    return f"vectorised vs loop: {fig}", worst[1], ">= 100x (float32)", worst[1] >= 100
 
 
 def parse_sure_step(out: str):
