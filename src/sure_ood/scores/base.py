@@ -311,10 +311,9 @@ def l2_normalize(x: np.ndarray, dtype: type = np.float64) -> np.ndarray:
 
 def row_l1(x: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """||x_n||_1 per row, computed in ``dtype`` in row chunks; float64 [N]."""
-    out = np.empty(x.shape[0], dtype=np.float64)
-    for sl in chunks(x.shape[0], x.shape[1]):
-        out[sl] = np.abs(np.asarray(x[sl], dtype=dtype)).sum(axis=1)
-    return out
+    return map_rows(
+        x.shape[0], x.shape[1], lambda sl: np.abs(np.asarray(x[sl], dtype=dtype)).sum(axis=1)
+    )
 
 
 def softmax_l1(
@@ -329,18 +328,18 @@ def softmax_l1(
     family's distance (spec 7.6). Row blocks of ~64k elements stay in the CPU's L2 cache,
     so the seven elementwise passes cost about one pass over memory.
     """
-    n, c = logits.shape
     q = np.asarray(target, dtype=dtype)
-    out = np.empty(n, dtype=np.float64)
-    for sl in chunks(n, c, budget=1 << 16):
+
+    def dist(sl: slice) -> np.ndarray:
         z = np.asarray(logits[sl], dtype=dtype) / dtype(temperature)
         z -= z.max(axis=1, keepdims=True)
         np.exp(z, out=z)
         z /= z.sum(axis=1, keepdims=True)
         z -= q
         np.abs(z, out=z)
-        out[sl] = z.sum(axis=1)
-    return out
+        return z.sum(axis=1)
+
+    return map_rows(logits.shape[0], logits.shape[1], dist, budget=1 << 16)
 
 
 def head_input(cache: FeatureCache, h: np.ndarray) -> np.ndarray:
@@ -447,9 +446,11 @@ def reweight_factor(logits: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return 1.0 - cos
 
 
-def map_rows(n: int, per_row: int, fn: Callable[[slice], np.ndarray]) -> np.ndarray:
+def map_rows(
+    n: int, per_row: int, fn: Callable[[slice], np.ndarray], budget: int = CHUNK_ELEMENTS
+) -> np.ndarray:
     """out[sl] = fn(sl) over row chunks: temporaries stay O(chunk * per_row), not O(N * C)."""
     out = np.empty(n, dtype=np.float64)
-    for sl in chunks(n, per_row):
+    for sl in chunks(n, per_row, budget):
         out[sl] = fn(sl)
     return out

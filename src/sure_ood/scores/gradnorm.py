@@ -105,12 +105,10 @@ class GradNorm(Scorer):
         self.precision = precision
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
+        check_logits_match_head(cache)  # before the work: a bad file fails at once
         t, h, z = self.temperature, cache.features, cache.logits
         if cache.head_type == "cosine":
             tau, clip, w = cache.head_temperature, cache.head_feature_clip, cache.head_weight
-            out = cosine_head_gradnorm(h, z, w, tau, t, self.precision, clip)
-        else:
-            dtype = np.dtype(self.precision).type
-            out = softmax_l1(z, 1.0 / cache.num_classes, t, dtype) * row_l1(h, dtype) / t
-        check_logits_match_head(cache)
-        return out
+            return cosine_head_gradnorm(h, z, w, tau, t, self.precision, clip)
+        dtype = np.dtype(self.precision).type
+        return softmax_l1(z, 1.0 / cache.num_classes, t, dtype) * row_l1(h, dtype) / t
