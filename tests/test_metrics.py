@@ -381,3 +381,139 @@ def test_paired_with_correctness_and_errors():
     assert res["oscr"]["b"] == pytest.approx(M.auroc(i, o))
     with pytest.raises(ValueError, match="same images"):
         M.paired_bootstrap(i, o, i[:-1], o)
+
+
+# --------------------------------------------------------------------------------------------
+# two-level bootstrap (training replicates, then images)
+# --------------------------------------------------------------------------------------------
+
+
+def loop_two_level(reps, n_boot, seed, paired=False):
+    """Reference: explicit loops with scikit-learn, on the documented random streams.
+
+    SeedSequence(seed).spawn(R + 1): child 0 draws R replicate indices per resample (one
+    ``integers(0, R, (n_boot, R))`` call); child j + 1 draws replicate j's image resamples in
+    increasing resample order, as ``bootstrap_distribution`` does with that seed sequence.
+    """
+    n_rep = len(reps)
+    children = np.random.SeedSequence(seed).spawn(n_rep + 1)
+    picks = np.random.default_rng(children[0]).integers(0, n_rep, size=(n_boot, n_rep))
+    streams = []
+    for j, rep in enumerate(reps):
+        n_id, n_ood = len(rep[0]), len(rep[1])
+        ss_id, ss_ood = children[j + 1].spawn(2)
+        streams.append((np.random.default_rng(ss_id), np.random.default_rng(ss_ood), n_id, n_ood))
+    # every replicate's stream hands out resamples in increasing b: collect its draws per b
+    # first (a draw of replicate j at resample b uses the next resample of stream j)
+    per_b = [[] for _ in range(n_boot)]
+    for j in range(n_rep):
+        rng_i, rng_o, n_id, n_ood = streams[j]
+        need = int((picks == j).sum())
+        idx_i = rng_i.integers(0, n_id, size=(need, n_id))
+        idx_o = rng_o.integers(0, n_ood, size=(need, n_ood))
+        k = 0
+        for b in range(n_boot):
+            for _ in range(int((picks[b] == j).sum())):
+                per_b[b].append((j, idx_i[k], idx_o[k]))
+                k += 1
+    out = []
+    for b in range(n_boot):
+        vals = []
+        for j, ii, oo in per_b[b]:
+            if paired:
+                ia, oa, ib, ob = reps[j]
+                y = np.r_[np.ones(len(ii)), np.zeros(len(oo))]
+                auc_a = roc_auc_score(y, np.r_[ia[ii], oa[oo]])
+                vals.append(auc_a - roc_auc_score(y, np.r_[ib[ii], ob[oo]]))
+            else:
+                i, o = reps[j]
+                y = np.r_[np.ones(len(ii)), np.zeros(len(oo))]
+                vals.append(roc_auc_score(y, np.r_[i[ii], o[oo]]))
+        out.append(np.mean(vals))
+    return np.array(out)
+
+
+def test_two_level_equals_the_loop_reference():
+    reps = [gaussians(40, 30, d=d, seed=s) for d, s in ((1.0, 0), (0.3, 1), (2.0, 2))]
+    dist = M.two_level_bootstrap_distribution(reps, ("auroc",), n_boot=25, seed=4)["auroc"]
+    assert dist == pytest.approx(loop_two_level(reps, 25, 4), abs=1e-12)
+
+
+def test_two_level_paired_equals_the_loop_reference():
+    pairs = []
+    for s in range(3):
+        i, o = gaussians(40, 30, d=0.5 + s, seed=s)
+        rng = np.random.default_rng(10 + s)
+        pairs.append((i, o, i + rng.normal(0, 0.5, 40), o + rng.normal(0, 0.5, 30)))
+    res = M.two_level_paired_bootstrap(pairs, ("auroc",), n_boot=25, seed=6)["auroc"]
+    d = loop_two_level(pairs, 25, 6, paired=True)
+    assert res["ci"] == pytest.approx(tuple(np.quantile(d, [0.025, 0.975])), abs=1e-12)
+    p = min(1.0, 2 * (1 + min((d <= 0).sum(), (d >= 0).sum())) / 26)
+    assert res["p_value"] == pytest.approx(p)
+    # point values: means over the replicates of the per-replicate metrics
+    assert res["a"] == pytest.approx(np.mean([M.auroc(p[0], p[1]) for p in pairs]))
+    assert res["b"] == pytest.approx(np.mean([M.auroc(p[2], p[3]) for p in pairs]))
+
+
+def test_two_level_with_one_replicate_is_the_image_bootstrap():
+    i, o = gaussians(200, 150, seed=3)
+    ok = np.arange(200) % 3 != 0
+    names = ("auroc", "fpr_at_95_tpr", "oscr")
+    two = M.two_level_bootstrap_distribution([(i, o)], names, 80, 2, id_correct=[ok])
+    one = M.bootstrap_distribution(i, o, names, 80, 2, id_correct=ok)
+    for m in names:
+        np.testing.assert_array_equal(two[m], one[m])
+    rng = np.random.default_rng(0)
+    ib, ob = i + rng.normal(0, 0.3, 200), o + rng.normal(0, 0.3, 150)
+    assert M.two_level_paired_bootstrap([(i, o, ib, ob)], n_boot=80, seed=2) == (
+        M.paired_bootstrap(i, o, ib, ob, n_boot=80, seed=2)
+    )
+
+
+def test_two_level_is_seeded_and_batch_independent():
+    reps = [gaussians(300, 200, d=d, seed=s) for d, s in ((1.0, 0), (1.4, 1), (0.8, 2))]
+    a = M.two_level_bootstrap_ci(reps, n_boot=60, seed=1)
+    assert a == M.two_level_bootstrap_ci(reps, n_boot=60, seed=1, batch_size=7)
+    assert a != M.two_level_bootstrap_ci(reps, n_boot=60, seed=2)
+
+
+def test_two_level_interval_includes_the_spread_of_the_seeds():
+    # three replicates far apart (training noise) with many images (little test-set noise):
+    # the image bootstrap of one replicate is narrow, the two-level interval spans the seeds
+    reps = [gaussians(2000, 2000, d=d, seed=s) for d, s in ((0.5, 0), (1.0, 1), (1.5, 2))]
+    seeds = [M.auroc(*r) for r in reps]
+    two = M.two_level_bootstrap_ci(reps, ("auroc",), n_boot=400, seed=0)["auroc"]
+    one = M.bootstrap_ci(*reps[1], metrics=("auroc",), n_boot=400, seed=0)["auroc"]
+    assert one[1] - one[0] < 0.04
+    assert two[0] < np.mean(seeds) < two[1]
+    assert two[1] - two[0] > 0.2  # means of 3 draws from seeds spread over ~0.3
+    assert two[0] >= min(seeds) - 0.02 and two[1] <= max(seeds) + 0.02
+
+
+def test_two_level_pairs_replicates_by_index():
+    # seed noise shared by A and B within a pair (one parent run): it cancels when paired by
+    # index; pairing A's replicate 0 with B's replicate 2 instead would not
+    pairs = []
+    for s, d in enumerate((0.2, 1.0, 2.0)):
+        i, o = gaussians(500, 500, d=d, seed=s)
+        pairs.append((i + 0.15, o, i, o))  # A = B shifted up on ID only: always better
+    res = M.two_level_paired_bootstrap(pairs, ("auroc",), n_boot=300, seed=0)["auroc"]
+    assert res["ci"][0] > 0 and res["p_value"] < 0.01
+    crossed = [(pairs[j][0], pairs[j][1], pairs[2 - j][2], pairs[2 - j][3]) for j in range(3)]
+    # the same arrays paired across seeds: the seed effect no longer cancels
+    res_x = M.two_level_paired_bootstrap(crossed, ("auroc",), n_boot=300, seed=0)["auroc"]
+    assert res_x["ci"][0] < 0 < res_x["ci"][1]
+
+
+def test_two_level_self_comparison_and_errors():
+    reps = [gaussians(100, 80, seed=s) for s in range(3)]
+    res = M.two_level_paired_bootstrap([(i, o, i, o) for i, o in reps], n_boot=50)
+    for r in res.values():
+        assert r["delta"] == 0.0 and r["ci"] == (0.0, 0.0) and r["p_value"] == 1.0
+    with pytest.raises(ValueError, match="no replicate"):
+        M.two_level_paired_bootstrap([], n_boot=10)
+    with pytest.raises(ValueError, match="no replicates"):
+        M.two_level_bootstrap_distribution([], n_boot=10)
+    with pytest.raises(ValueError, match="same images"):
+        i, o = reps[0]
+        M.two_level_paired_bootstrap([(i, o, i, o), (i, o, i[:-1], o)], n_boot=10)

@@ -394,14 +394,23 @@ def _batches(n_boot: int, n_id: int, n_ood: int, n_thr: int, batch_size: int | N
         yield min(batch_size, n_boot - start)
 
 
+def _seed_sequence(seed: int | np.random.SeedSequence) -> np.random.SeedSequence:
+    return seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+
+
 def _resample_indices(
-    n_id: int, n_ood: int, n_boot: int, seed: int, batch_size: int | None, n_thr: int
+    n_id: int,
+    n_ood: int,
+    n_boot: int,
+    seed: int | np.random.SeedSequence,
+    batch_size: int | None,
+    n_thr: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stratified resamples: ID and OOD drawn with replacement from independent child streams.
 
     Separate streams make the resamples independent of the batch size.
     """
-    ss_id, ss_ood = np.random.SeedSequence(seed).spawn(2)
+    ss_id, ss_ood = _seed_sequence(seed).spawn(2)
     rng_id, rng_ood = np.random.default_rng(ss_id), np.random.default_rng(ss_ood)
     for b in _batches(n_boot, n_id, n_ood, n_thr, batch_size):
         yield rng_id.integers(0, n_id, size=(b, n_id)), rng_ood.integers(0, n_ood, size=(b, n_ood))
@@ -470,6 +479,55 @@ def bootstrap_ci(
     return {m: _percentile_ci(v, alpha) for m, v in dist.items()}
 
 
+def _paired_arrays(id_a, ood_a, id_b, ood_b, id_correct_a, id_correct_b, metrics, n_boot):
+    """Checked float64 arrays of two systems scoring the same images (see paired_bootstrap)."""
+    ia, oa = _scores(id_a, "id_a"), _scores(ood_a, "ood_a")
+    ib, ob = _scores(id_b, "id_b"), _scores(ood_b, "ood_b")
+    if ia.size != ib.size or oa.size != ob.size:
+        raise ValueError(
+            f"paired systems must score the same images: A has {ia.size} ID / {oa.size} OOD, "
+            f"B has {ib.size} ID / {ob.size} OOD"
+        )
+    if (id_correct_a is None) != (id_correct_b is None):
+        raise ValueError("give both id_correct_a and id_correct_b, or neither")
+    ca = None if id_correct_a is None else _bool_vector(id_correct_a, "id_correct_a", ia.size)
+    cb = None if id_correct_b is None else _bool_vector(id_correct_b, "id_correct_b", ib.size)
+    names = _check_metric_names(metrics, ca is not None)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    return (ia, oa, ca), (ib, ob, cb), names
+
+
+def _paired_distribution(
+    sys_a, sys_b, names, n_boot: int, seed, tpr: float, batch_size: int | None
+) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray]]:
+    """Point values of A and B and ``n_boot`` resampled deltas A - B (same image indices)."""
+    (ia, oa, ca), (ib, ob, cb) = sys_a, sys_b
+    cur_a, cur_b = _Curves(ia, oa, ca), _Curves(ib, ob, cb)
+    ones = np.ones((1, ia.size)), np.ones((1, oa.size))
+    point_a = _metrics_from_counts(names, *cur_a.counts(*ones, weights=True), ia.size, oa.size, tpr)
+    point_b = _metrics_from_counts(names, *cur_b.counts(*ones, weights=True), ib.size, ob.size, tpr)
+    deltas: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    n_thr = max(cur_a.n_thr, cur_b.n_thr)
+    for idx_i, idx_o in _resample_indices(ia.size, oa.size, n_boot, seed, batch_size, n_thr):
+        va = _metrics_from_counts(names, *cur_a.counts(idx_i, idx_o), ia.size, oa.size, tpr)
+        vb = _metrics_from_counts(names, *cur_b.counts(idx_i, idx_o), ib.size, ob.size, tpr)
+        for m in names:
+            deltas[m].append(va[m] - vb[m])
+    return (
+        {m: float(point_a[m][0]) for m in names},
+        {m: float(point_b[m][0]) for m in names},
+        {m: np.concatenate(deltas[m]) if deltas[m] else np.empty(0) for m in names},
+    )
+
+
+def _delta_summary(a: float, b: float, d: np.ndarray, alpha: float) -> dict[str, Any]:
+    """Point delta, percentile interval and the two-sided bootstrap p-value of resampled deltas."""
+    n_le, n_ge = int(np.count_nonzero(d <= 0)), int(np.count_nonzero(d >= 0))
+    p = min(1.0, 2.0 * (1 + min(n_le, n_ge)) / (d.size + 1))
+    return {"a": a, "b": b, "delta": a - b, "ci": _percentile_ci(d, alpha), "p_value": p}
+
+
 def paired_bootstrap(
     id_a: ArrayLike,
     ood_a: ArrayLike,
@@ -499,41 +557,175 @@ def paired_bootstrap(
     smallest attainable p is 2 / (n_boot + 1)). A system compared with itself gives delta 0 and
     p = 1.
     """
-    ia, oa = _scores(id_a, "id_a"), _scores(ood_a, "ood_a")
-    ib, ob = _scores(id_b, "id_b"), _scores(ood_b, "ood_b")
-    if ia.size != ib.size or oa.size != ob.size:
-        raise ValueError(
-            f"paired systems must score the same images: A has {ia.size} ID / {oa.size} OOD, "
-            f"B has {ib.size} ID / {ob.size} OOD"
+    sys_a, sys_b, names = _paired_arrays(
+        id_a, ood_a, id_b, ood_b, id_correct_a, id_correct_b, metrics, n_boot
+    )
+    pa, pb, deltas = _paired_distribution(sys_a, sys_b, names, n_boot, seed, tpr, batch_size)
+    return {m: _delta_summary(pa[m], pb[m], deltas[m], alpha) for m in names}
+
+
+# --------------------------------------------------------------------------------------------
+# two-level bootstrap: training replicates, then test images
+# --------------------------------------------------------------------------------------------
+#
+# A row is R training replicates (seeds), each scoring the test images; its headline value is
+# the mean of the R per-replicate metrics. The two-level (hierarchical) bootstrap resamples
+# both sources of noise (Davison & Hinkley 1997, sec. 3.8, two-stage sampling): resample b
+# draws R replicates with replacement, then, independently for every drawn replicate, a
+# stratified resample of its images; the resampled statistic is the mean of the R drawn
+# metrics. Vectorised with the count-based engine: replicate j drawn m_bj times in resample b
+# needs sum_b m_bj image resamples of replicate j, computed in one batch and scattered back to
+# their b (in increasing b). Streams: SeedSequence(seed).spawn(R + 1); child 0 draws the
+# replicates, child j + 1 the image resamples of replicate j. With R = 1 it is the image
+# bootstrap itself, with the same seed (the fallback).
+
+
+def _replicate_draws(n_rep: int, n_boot: int, ss: np.random.SeedSequence) -> np.ndarray:
+    """How often each replicate is drawn in each resample, shape (n_boot, n_rep)."""
+    idx = np.random.default_rng(ss).integers(0, n_rep, size=(n_boot, n_rep))
+    rows = np.arange(n_boot)[:, None] * n_rep
+    return np.bincount((rows + idx).ravel(), minlength=n_boot * n_rep).reshape(n_boot, n_rep)
+
+
+def _scatter_mean(draws: np.ndarray, per_rep: list[np.ndarray]) -> np.ndarray:
+    """Mean over the drawn replicates of each resample: ``per_rep[j]`` holds replicate j's
+    values for its sum_b m_bj image resamples, in increasing b."""
+    n_boot, n_rep = draws.shape
+    out = np.zeros(n_boot)
+    for j, values in enumerate(per_rep):
+        owners = np.repeat(np.arange(n_boot), draws[:, j])
+        out += np.bincount(owners, weights=values, minlength=n_boot)
+    return out / n_rep
+
+
+def two_level_bootstrap_distribution(
+    replicates: Sequence[tuple[ArrayLike, ArrayLike]],
+    metrics: Sequence[str] = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out"),
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    id_correct: Sequence[ArrayLike] | None = None,
+    tpr: float = _DEFAULT_TPR,
+    batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Resampled replicate-mean metric, ``{metric: (n_boot,)}``: replicates, then images.
+
+    ``replicates[j] = (id_scores, ood_scores)`` of training replicate j (image counts may differ
+    between replicates); ``id_correct[j]`` its per-ID-image correctness, for OSCR / accuracy.
+    One replicate gives :func:`bootstrap_distribution` with the same seed.
+    """
+    reps = list(replicates)
+    if not reps:
+        raise ValueError("two-level bootstrap of no replicates")
+    if id_correct is not None and len(id_correct) != len(reps):
+        raise ValueError(f"{len(id_correct)} id_correct arrays for {len(reps)} replicates")
+    corr = [None] * len(reps) if id_correct is None else list(id_correct)
+    if len(reps) == 1:
+        return bootstrap_distribution(
+            *reps[0], metrics, n_boot, seed, id_correct=corr[0], tpr=tpr, batch_size=batch_size
         )
-    if (id_correct_a is None) != (id_correct_b is None):
-        raise ValueError("give both id_correct_a and id_correct_b, or neither")
-    ca = None if id_correct_a is None else _bool_vector(id_correct_a, "id_correct_a", ia.size)
-    cb = None if id_correct_b is None else _bool_vector(id_correct_b, "id_correct_b", ib.size)
-    names = _check_metric_names(metrics, ca is not None)
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-
-    cur_a, cur_b = _Curves(ia, oa, ca), _Curves(ib, ob, cb)
-    ones = np.ones((1, ia.size)), np.ones((1, oa.size))
-    point_a = _metrics_from_counts(names, *cur_a.counts(*ones, weights=True), ia.size, oa.size, tpr)
-    point_b = _metrics_from_counts(names, *cur_b.counts(*ones, weights=True), ib.size, ob.size, tpr)
-    deltas: dict[str, list[np.ndarray]] = {m: [] for m in names}
-    n_thr = max(cur_a.n_thr, cur_b.n_thr)
-    for idx_i, idx_o in _resample_indices(ia.size, oa.size, n_boot, seed, batch_size, n_thr):
-        va = _metrics_from_counts(names, *cur_a.counts(idx_i, idx_o), ia.size, oa.size, tpr)
-        vb = _metrics_from_counts(names, *cur_b.counts(idx_i, idx_o), ib.size, ob.size, tpr)
+    names = _check_metric_names(metrics, id_correct is not None)
+    children = _seed_sequence(seed).spawn(len(reps) + 1)
+    draws = _replicate_draws(len(reps), n_boot, children[0])
+    per_rep: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    for j, ((i, o), c) in enumerate(zip(reps, corr, strict=True)):
+        m_j = int(draws[:, j].sum())
+        if m_j == 0:
+            for m in names:
+                per_rep[m].append(np.empty(0))
+            continue
+        dist = bootstrap_distribution(
+            i, o, names, m_j, children[j + 1], id_correct=c, tpr=tpr, batch_size=batch_size
+        )
         for m in names:
-            deltas[m].append(va[m] - vb[m])
+            per_rep[m].append(dist[m])
+    return {m: _scatter_mean(draws, per_rep[m]) for m in names}
 
-    out: dict[str, dict[str, Any]] = {}
-    for m in names:
-        d = np.concatenate(deltas[m])
-        n_le, n_ge = int(np.count_nonzero(d <= 0)), int(np.count_nonzero(d >= 0))
-        p = min(1.0, 2.0 * (1 + min(n_le, n_ge)) / (n_boot + 1))
-        a, b = float(point_a[m][0]), float(point_b[m][0])
-        out[m] = {"a": a, "b": b, "delta": a - b, "ci": _percentile_ci(d, alpha), "p_value": p}
-    return out
+
+def two_level_bootstrap_ci(
+    replicates: Sequence[tuple[ArrayLike, ArrayLike]],
+    metrics: Sequence[str] = ("auroc", "fpr_at_95_tpr", "aupr_in", "aupr_out"),
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    *,
+    id_correct: Sequence[ArrayLike] | None = None,
+    nan_policy: NanPolicy = "raise",
+    tpr: float = _DEFAULT_TPR,
+    batch_size: int | None = None,
+) -> dict[str, tuple[float, float]]:
+    """Percentile ``1 - alpha`` intervals of the replicate-mean metric, ``{metric: (lo, hi)}``,
+    from :func:`two_level_bootstrap_distribution` (training noise + test-set noise). With one
+    replicate: :func:`bootstrap_ci` (test-set noise only)."""
+    reps = [apply_nan_policy(i, o, nan_policy)[:2] for i, o in replicates]
+    dist = two_level_bootstrap_distribution(
+        reps, metrics, n_boot, seed, id_correct=id_correct, tpr=tpr, batch_size=batch_size
+    )
+    return {m: _percentile_ci(v, alpha) for m, v in dist.items()}
+
+
+def two_level_paired_bootstrap(
+    pairs: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]],
+    metrics: Sequence[str] = ("auroc", "fpr_at_95_tpr"),
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    alpha: float = 0.05,
+    id_correct: Sequence[tuple[ArrayLike, ArrayLike]] | None = None,
+    tpr: float = _DEFAULT_TPR,
+    batch_size: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Two-level paired bootstrap of mean-over-replicates metric(A) - metric(B).
+
+    ``pairs[j] = (id_a, ood_a, id_b, ood_b)``: replicate j of A and replicate j of B (paired by
+    seed index), scoring the same images in the same order (paired by image). Resample b draws
+    R pairs with replacement, then for each drawn pair one stratified image resample applied to
+    both systems; the resampled delta is the mean over the drawn pairs of metric(A) -
+    metric(B). Seed noise shared by a pair (e.g. the same parent run) and image noise shared by
+    A and B cancel; seed noise of the difference does not. ``a``, ``b``: means over the
+    replicates of the point metrics; ``delta = a - b``; interval and p-value as
+    :func:`paired_bootstrap`, which this is for one pair (same seed, same numbers).
+    ``id_correct[j] = (correct_a, correct_b)`` for OSCR / accuracy.
+    """
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("two-level paired bootstrap of no replicate pairs")
+    if id_correct is not None and len(id_correct) != len(pairs):
+        raise ValueError(f"{len(id_correct)} id_correct pairs for {len(pairs)} replicate pairs")
+    corr = [(None, None)] * len(pairs) if id_correct is None else list(id_correct)
+    checked = [
+        _paired_arrays(*p, ca, cb, metrics, n_boot) for p, (ca, cb) in zip(pairs, corr, strict=True)
+    ]
+    names = checked[0][2]
+    if len(pairs) == 1:
+        sys_a, sys_b, _ = checked[0]
+        pa, pb, deltas = _paired_distribution(sys_a, sys_b, names, n_boot, seed, tpr, batch_size)
+        return {m: _delta_summary(pa[m], pb[m], deltas[m], alpha) for m in names}
+    children = _seed_sequence(seed).spawn(len(pairs) + 1)
+    draws = _replicate_draws(len(pairs), n_boot, children[0])
+    points_a: dict[str, list[float]] = {m: [] for m in names}
+    points_b: dict[str, list[float]] = {m: [] for m in names}
+    per_pair: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    for j, (sys_a, sys_b, _) in enumerate(checked):
+        m_j = int(draws[:, j].sum())
+        pa, pb, deltas = _paired_distribution(
+            sys_a, sys_b, names, max(m_j, 0), children[j + 1], tpr, batch_size
+        )
+        for m in names:
+            points_a[m].append(pa[m])
+            points_b[m].append(pb[m])
+            per_pair[m].append(deltas[m])
+    return {
+        m: _delta_summary(
+            float(np.mean(points_a[m])),
+            float(np.mean(points_b[m])),
+            _scatter_mean(draws, per_pair[m]),
+            alpha,
+        )
+        for m in names
+    }
 
 
 def seed_summary(values: Sequence[float]) -> tuple[float, float]:
