@@ -35,6 +35,7 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/fuse.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/table.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/histogram.smk"
 
 

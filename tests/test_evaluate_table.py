@@ -17,7 +17,9 @@ from sure_ood.config import (
     ConfigError,
     all_test_models,
     check_config,
+    parent_run,
     replicate_seeds,
+    resolve_row,
     row_config_subtree,
     row_replicates,
     row_test_models,
@@ -82,12 +84,36 @@ CONFIG = {
 
 def test_replicate_seeds_never_share_a_run():
     assert replicate_seeds({"seeds": [0]}, 0) == (0,)
-    assert replicate_seeds({"seeds": [0]}, 2) == (2,)  # the plain s + r rule for one seed 0
-    assert replicate_seeds({"seeds": [0, 1]}, 1) == (2, 3)
-    assert replicate_seeds({"seeds": [0, 1]}, 2) == (4, 5)
-    assert replicate_seeds({"seeds": [3]}, 1) == (7,)
+    assert replicate_seeds({"seeds": [0]}, 2) == (200,)
+    assert replicate_seeds({"seeds": [0, 1]}, 1) == (100, 101)
+    assert replicate_seeds({"seeds": [0, 1]}, 2) == (200, 201)
+    assert replicate_seeds({"seeds": [3]}, 1) == (103,)
     runs = [set(replicate_seeds({"seeds": [0, 2]}, r)) for r in range(4)]
     assert all(a.isdisjoint(b) for i, a in enumerate(runs) for b in runs[i + 1 :])
+    # seed groups written out
+    row = {"seeds": [0], "replicates": [[0, 1], [2, 3], [4, 5]]}
+    assert row_replicates(row) == [0, 1, 2]
+    assert [replicate_seeds(row, r) for r in range(3)] == [(0, 1), (2, 3), (4, 5)]
+
+
+def test_replicates_as_a_count_a_list_or_the_config_default():
+    assert row_replicates({"seeds": [0], "replicates": 3}) == [0, 1, 2]
+    assert row_replicates({"seeds": [0], "replicates": [0, 2]}) == [0, 2]
+    cfg = {**CONFIG, "replicates": 3}
+    assert resolve_row(cfg, "t", "c")["replicates"] == 3  # the config's number
+    assert resolve_row(cfg, "t", "a")["replicates"] == [0, 1, 2]  # the row's own
+    one = {**cfg, "tables": {"t": {**CONFIG["tables"]["t"], "defaults": {"replicates": 1}}}}
+    assert row_replicates(resolve_row(one, "t", "c")) == [0]  # a table asks for one seed
+
+
+def test_parent_run_follows_the_replicate_unless_the_init_names_a_seed():
+    cfg = {"recipes": {"base": {"init": "none"}, "ft": {"init": {"recipe": "base"}}}}
+    assert parent_run(cfg, "base", 5) is None
+    assert parent_run(cfg, "ft", 0) == ("base", 0)
+    assert parent_run(cfg, "ft", 200) == ("base", 200)  # single-seed row, replicate 2
+    assert parent_run(cfg, "ft", 201) == ("base", 200)  # second run of replicate 2's soup
+    cfg["recipes"]["ft"]["init"]["seed"] = 7
+    assert parent_run(cfg, "ft", 201) == ("base", 7)  # a fixed parent
 
 
 def test_row_test_models_and_all_test_models_cover_every_replicate():
@@ -95,13 +121,13 @@ def test_row_test_models_and_all_test_models_cover_every_replicate():
     row.update(drop_final_norm=False, img_size=None)
     assert row_replicates(row) == [0, 1, 2]
     assert row_replicates({"seeds": [0]}) == [0]
-    assert [tm.id for tm in row_test_models(row, 1)] == ["m-sure-s1"]
+    assert [tm.id for tm in row_test_models(row, 1)] == ["m-sure-s100"]
     out = {**row, "seeds": [0, 1], "ensemble": "output"}
-    assert [tm.seeds for tm in row_test_models(out, 1)] == [(2,), (3,)]
+    assert [tm.seeds for tm in row_test_models(out, 1)] == [(100,), (101,)]
     ids = set(all_test_models(CONFIG))
-    assert {"m-sure-s0", "m-sure-s1", "m-sure-s2"} <= ids  # row a
-    assert {"m-sure-s0_1", "m-sure-s4_5"} <= ids  # row b, replicates 0 and 2
-    assert "m-sure-s2_3" not in ids  # replicate 1 of row b is not asked for
+    assert {"m-sure-s0", "m-sure-s100", "m-sure-s200"} <= ids  # row a
+    assert {"m-sure-s0_1", "m-sure-s200_201"} <= ids  # row b, replicates 0 and 2
+    assert "m-sure-s100_101" not in ids  # replicate 1 of row b is not asked for
 
 
 def test_row_config_subtree_has_row_model_recipe_chain_and_method():
@@ -110,7 +136,7 @@ def test_row_config_subtree_has_row_model_recipe_chain_and_method():
     assert sub["model"] == {"arch": "x"}
     assert list(sub["recipes"]) == ["sure", "base"]  # the recipe and the one it starts from
     assert sub["method"] == {"method": "rp_gradnorm", "params": {}}
-    assert sub["replicates"]["2"] == {"seeds": [4, 5], "test_models": ["m-sure-s4_5"]}
+    assert sub["replicates"]["2"] == {"seeds": [200, 201], "test_models": ["m-sure-s200_201"]}
     json.dumps(sub)  # a JSON param of the rule
 
 
@@ -129,7 +155,7 @@ def test_check_config_rejects_a_missing_reference_row_and_duplicate_replicates()
 
 
 # ---- evaluate: replicates mean / std by hand ------------------------------------------------
-def test_evaluate_reports_first_replicate_with_ci_and_seed_mean_std(tmp_path):
+def test_evaluate_reports_replicate_means_seed_std_and_two_level_ci(tmp_path):
     frames = [score_frame(shift, seed) for shift, seed in ((1.0, 0), (1.5, 1), (0.7, 2))]
     paths = []
     for i, f in enumerate(frames):
@@ -148,38 +174,68 @@ def test_evaluate_reports_first_replicate_with_ci_and_seed_mean_std(tmp_path):
         config_subtree={"recipes": {"sure": {}}},
     )
     aurocs = [auroc_of(f) for f in frames]
-    # headline = first replicate, with its bootstrap interval
-    assert res["auroc"] == pytest.approx(aurocs[0])
+    # headline = mean over the replicates, with the two-level bootstrap interval
+    mean = sum(aurocs) / 3
+    assert res["auroc"] == pytest.approx(mean) and res["n_replicates"] == 3
     assert res["scores_file"] == str(paths[0])
-    lo, hi = res["auroc_ci"]
-    assert lo <= res["auroc"] <= hi
+    assert res["replicate_scores_files"] == [str(p) for p in paths]
+    assert res["ci_method"] == "two_level"
+    from sure_ood.metrics import two_level_bootstrap_ci
+
+    arrays = [
+        (f["id_score"].to_numpy()[f["label"] >= 0], f["id_score"].to_numpy()[f["label"] < 0])
+        for f in frames
+    ]
+    ref = two_level_bootstrap_ci(arrays, ("auroc",), n_boot=100, seed=0)["auroc"]
+    assert res["auroc_ci"] == pytest.approx(list(ref))
     for k in ("auroc_ci", "fpr_at_95_tpr_ci", "aupr_in_ci", "aupr_out_ci"):
         assert len(res[k]) == 2 and res[k][0] <= res[k][1]
-    # mean and sample std (ddof 1) by hand
+    # per-replicate values, mean and sample std (ddof 1) by hand
     assert res["auroc_seed_values"] == pytest.approx(aurocs)
-    mean = sum(aurocs) / 3
     std = (sum((a - mean) ** 2 for a in aurocs) / 2) ** 0.5
     assert res["auroc_seed_mean"] == pytest.approx(mean)
     assert res["auroc_seed_std"] == pytest.approx(std)
     for m in ("fpr_at_95_tpr", "aupr_in", "aupr_out", "id_accuracy", "oscr", "fpr95_ood_pos"):
         assert len(res[f"{m}_seed_values"]) == 3
+        assert res[m] == pytest.approx(np.mean(res[f"{m}_seed_values"]))
         assert res[f"{m}_seed_std"] >= 0
     acc = [(f["pred"] == f["label"])[f["label"] >= 0].mean() for f in frames]
-    assert res["id_accuracy_seed_mean"] == pytest.approx(np.mean(acc))
+    assert res["id_accuracy"] == pytest.approx(np.mean(acc))
     prov = res["provenance"]
     assert prov["config"] == {"recipes": {"sure": {}}}
     assert set(prov["scores"]) == {str(p) for p in paths}
     assert all(len(h) == 64 for h in [*prov["scores"].values(), *prov["checkpoints"].values()])
-    assert prov["bootstrap"]["replicate"] == 0
+    assert prov["bootstrap"]["method"] == "two_level"
     assert res["replicates"] == [0, 1, 2]
 
 
-def test_evaluate_one_replicate_has_no_seed_statistics(tmp_path):
+def test_evaluate_one_replicate_falls_back_to_the_image_bootstrap(tmp_path):
+    from sure_ood.metrics import bootstrap_ci
+
     p = tmp_path / "s.parquet"
-    score_frame(1.0, 0).to_parquet(p, index=False)
+    f = score_frame(1.0, 0)
+    f.to_parquet(p, index=False)
     res = evaluate(p, {"method": "msp"}, "t", "a", n_boot=0)
-    assert "auroc_seed_mean" not in res and "auroc_ci" not in res
-    assert res["replicates"] == [0]
+    assert "auroc_seed_std" not in res and "auroc_ci" not in res
+    assert res["replicates"] == [0] and res["n_replicates"] == 1
+    assert res["auroc_seed_values"] == [pytest.approx(res["auroc"])]
+    res = evaluate(p, {"method": "msp"}, "t", "a", n_boot=80, seed=3)
+    is_id = f["label"] >= 0
+    ref = bootstrap_ci(f["id_score"][is_id], f["id_score"][~is_id], n_boot=80, seed=3)
+    assert res["auroc_ci"] == pytest.approx(list(ref["auroc"]))
+    assert res["ci_method"] == "images"
+
+
+def test_markdown_footnote_names_the_rows_with_one_replicate():
+    rows = [
+        hand_row("many", 0.8, 0.5, ci=([0.7, 0.9], [0.4, 0.6]), n_replicates=3),
+        hand_row("one", 0.8, 0.5, ci=([0.75, 0.85], [0.45, 0.55]), n_replicates=1),
+    ]
+    md = to_markdown(collect(rows, {}), "T")
+    assert "two-level stratified bootstrap (replicates, then test images)" in md
+    assert "One replicate (interval from the test images only, no training noise): one." in md
+    single = to_markdown(collect(rows[1:], {}), "T")
+    assert "over the test images" in single and "two-level" not in single
 
 
 # ---- table: CI cells, seeds, reference marker, published ------------------------------------

@@ -1,10 +1,16 @@
-"""``sure-ood compare``: paired bootstrap comparison of two table rows on the same images.
+"""``sure-ood compare``: two-level paired bootstrap comparison of two table rows.
 
-Each row JSON (written by ``sure-ood evaluate``) names its per-image scores in ``scores_file``:
-a parquet with columns ``split`` (str), ``index`` (int), ``label`` (int, -1 = OOD),
-``id_score`` (float, higher = ID) and ``pred`` (int). The two rows are aligned on
-``(split, index)``; both must score exactly the same images. ID vs OOD is pooled over all
-splits (the challenge's Easy U Hard setting).
+Each row JSON (written by ``sure-ood evaluate``) names the per-image scores of each training
+replicate in ``replicate_scores_files`` (older rows: one ``scores_file``): parquet files with
+columns ``split`` (str), ``index`` (int), ``label`` (int, -1 = OOD), ``id_score`` (float,
+higher = ID) and ``pred`` (int). Relative paths are resolved from the row JSON's place in its
+results tree (beside it, or below a folder above it), so the command works from any working
+directory. Replicate j of A is paired with replicate j of B (same seed index: runs that share
+their parent), images are aligned on ``(split, index)`` and must be the same in both; ID vs OOD
+is pooled over all splits (the challenge's Easy U Hard setting). The difference of the
+replicate means is resampled at two levels (replicate pairs, then images: see
+:func:`sure_ood.metrics.two_level_paired_bootstrap`); with one replicate pair this is the paired
+image bootstrap. Rows with different replicate counts are compared on their first common ones.
 
     sure-ood compare ROW_A.json ROW_B.json [--n-boot 1000] [--seed 0] [--out diff.json]
 """
@@ -19,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sure_ood.io import InputError, read_json, write_json
-from sure_ood.metrics import ALL_METRICS, paired_bootstrap
+from sure_ood.metrics import ALL_METRICS, two_level_paired_bootstrap
 
 COLUMNS = ("split", "index", "label", "id_score", "pred")
 DEFAULT_METRICS: tuple[str, ...] = ("auroc", "fpr_at_95_tpr")
@@ -33,25 +39,41 @@ _LABELS = {
     "oscr": "OSCR",
 }
 _LOWER_IS_BETTER = {"fpr_at_95_tpr", "fpr95_ood_pos"}
+_BOOT = {
+    "two_level": "two-level paired bootstrap (replicates, then images)",
+    "images": "paired image bootstrap (one replicate)",
+}
 
 
-def _scores_path(row_path: Path, row: dict) -> Path:
-    """``scores_file`` as written (relative to the working directory), else beside the row."""
-    if not isinstance(row, dict) or "scores_file" not in row:
-        raise InputError(f"{row_path}: no 'scores_file' key (is this a row JSON?)")
-    p = Path(row["scores_file"])
-    if p.is_absolute() or p.exists():
+def _resolve(row_path: Path, p: Path) -> Path:
+    """A score file named in a row JSON: absolute as is; relative from the row's results root,
+    i.e. beside the row JSON or below the first folder above it that holds the path (a row at
+    ``W/results/b/rows/t/r.json`` names ``results/b/scores/...``, found under ``W``)."""
+    if p.is_absolute():
         return p
-    beside = row_path.parent / p
-    return beside if beside.exists() else p
+    here = row_path.resolve().parent
+    for folder in (here, *here.parents):
+        if (folder / p).exists():
+            return folder / p
+    raise InputError(
+        f"{row_path}: scores file {p} not found beside the row JSON or under any folder above it"
+    )
 
 
-def load_row_scores(row_path: str | Path) -> Any:
-    """The per-image score table of a row, as a pandas DataFrame indexed by (split, index)."""
+def row_score_paths(row_path: str | Path) -> list[Path]:
+    """The score files of a row JSON, one per training replicate, in replicate order."""
+    row_path = Path(row_path)
+    row = read_json(row_path)
+    if not isinstance(row, dict) or not ("replicate_scores_files" in row or "scores_file" in row):
+        raise InputError(f"{row_path}: no 'scores_file' key (is this a row JSON?)")
+    files = row.get("replicate_scores_files") or [row["scores_file"]]
+    return [_resolve(row_path, Path(f)) for f in files]
+
+
+def load_scores(path: Path, row_path: Path) -> Any:
+    """One score file as a pandas DataFrame indexed by (split, index)."""
     import pandas as pd
 
-    row_path = Path(row_path)
-    path = _scores_path(row_path, read_json(row_path))
     if not path.exists():
         raise InputError(f"{row_path}: scores_file {path} not found")
     try:
@@ -67,6 +89,11 @@ def load_row_scores(row_path: str | Path) -> Any:
         dup = df.index[df.index.duplicated()][0]
         raise InputError(f"{path}: image {dup} appears more than once")
     return df
+
+
+def load_row_scores(row_path: str | Path) -> list[Any]:
+    """Per-image score tables of every replicate of a row (see :func:`load_scores`)."""
+    return [load_scores(p, Path(row_path)) for p in row_score_paths(row_path)]
 
 
 def _align(df_a: Any, df_b: Any, path_a: Path, path_b: Path) -> tuple[Any, Any]:
@@ -97,42 +124,51 @@ def compare_rows(
     metrics: Sequence[str] = DEFAULT_METRICS,
     alpha: float = 0.05,
 ) -> dict[str, Any]:
-    """Paired bootstrap of row A minus row B (see :func:`sure_ood.metrics.paired_bootstrap`).
+    """Two-level paired bootstrap of row A minus row B (replicate means).
 
-    Returns ``{"row_a", "row_b", "n_id", "n_ood", "n_boot", "seed", "alpha", "metrics":
-    {name: {"a", "b", "delta", "ci": [lo, hi], "p_value", "significant"}}}``, fractions in
-    [0, 1]; ``significant`` is ``p_value < alpha``.
+    Returns ``{"row_a", "row_b", "n_id", "n_ood", "n_replicates_a", "n_replicates_b",
+    "n_pairs", "bootstrap" ("two_level" or "images" for one pair), "n_boot", "seed", "alpha",
+    "metrics": {name: {"a", "b", "delta", "ci": [lo, hi], "p_value", "significant"}}}``,
+    fractions in [0, 1]; ``a``/``b`` are means over the paired replicates; ``significant`` is
+    ``p_value < alpha``.
     """
     path_a, path_b = Path(path_a), Path(path_b)
     unknown = [m for m in metrics if m not in ALL_METRICS]
     if unknown:
         raise InputError(f"unknown metric(s) {unknown}; known: {list(ALL_METRICS)}")
-    df_a, df_b = _align(load_row_scores(path_a), load_row_scores(path_b), path_a, path_b)
-    is_id = df_a["label"].to_numpy() != -1
-    n_id, n_ood = int(is_id.sum()), int((~is_id).sum())
-    if n_id == 0 or n_ood == 0:
-        raise InputError(f"{path_a}: needs both ID and OOD images (has {n_id} ID, {n_ood} OOD)")
-    sa, sb = df_a["id_score"].to_numpy(float), df_b["id_score"].to_numpy(float)
-    for path, s in ((path_a, sa), (path_b, sb)):
-        if not np.all(np.isfinite(s)):
-            raise InputError(f"{path}: {int((~np.isfinite(s)).sum())} non-finite id_score values")
-    labels = df_a["label"].to_numpy()[is_id]
-    kwargs: dict[str, Any] = {}
-    if any(m in ("oscr", "id_accuracy") for m in metrics):
-        kwargs = {
-            "id_correct_a": df_a["pred"].to_numpy()[is_id] == labels,
-            "id_correct_b": df_b["pred"].to_numpy()[is_id] == labels,
-        }
-    res = paired_bootstrap(
-        sa[is_id],
-        sa[~is_id],
-        sb[is_id],
-        sb[~is_id],
+    reps_a, reps_b = load_row_scores(path_a), load_row_scores(path_b)
+    n_pairs = min(len(reps_a), len(reps_b))
+    if len(reps_a) != len(reps_b):
+        print(
+            f"warning: {path_a} has {len(reps_a)} replicates, {path_b} {len(reps_b)}: "
+            f"comparing the first {n_pairs}"
+        )
+    pairs, correct = [], []
+    need_correct = any(m in ("oscr", "id_accuracy") for m in metrics)
+    for df_a, df_b in zip(reps_a[:n_pairs], reps_b[:n_pairs], strict=True):
+        df_a, df_b = _align(df_a, df_b, path_a, path_b)
+        is_id = df_a["label"].to_numpy() != -1
+        n_id, n_ood = int(is_id.sum()), int((~is_id).sum())
+        if n_id == 0 or n_ood == 0:
+            raise InputError(f"{path_a}: needs both ID and OOD images (has {n_id} ID, {n_ood} OOD)")
+        sa, sb = df_a["id_score"].to_numpy(float), df_b["id_score"].to_numpy(float)
+        for path, s in ((path_a, sa), (path_b, sb)):
+            if not np.all(np.isfinite(s)):
+                raise InputError(
+                    f"{path}: {int((~np.isfinite(s)).sum())} non-finite id_score values"
+                )
+        pairs.append((sa[is_id], sa[~is_id], sb[is_id], sb[~is_id]))
+        labels = df_a["label"].to_numpy()[is_id]
+        correct.append(
+            (df_a["pred"].to_numpy()[is_id] == labels, df_b["pred"].to_numpy()[is_id] == labels)
+        )
+    res = two_level_paired_bootstrap(
+        pairs,
         metrics=tuple(metrics),
         n_boot=n_boot,
         seed=seed,
         alpha=alpha,
-        **kwargs,
+        id_correct=correct if need_correct else None,
     )
     for r in res.values():
         r["ci"] = list(r["ci"])
@@ -140,8 +176,12 @@ def compare_rows(
     return {
         "row_a": str(path_a),
         "row_b": str(path_b),
-        "n_id": n_id,
-        "n_ood": n_ood,
+        "n_id": len(pairs[0][0]),
+        "n_ood": len(pairs[0][1]),
+        "n_replicates_a": len(reps_a),
+        "n_replicates_b": len(reps_b),
+        "n_pairs": n_pairs,
+        "bootstrap": "two_level" if n_pairs > 1 else "images",
         "n_boot": n_boot,
         "seed": seed,
         "alpha": alpha,
@@ -155,8 +195,9 @@ def format_summary(result: dict[str, Any]) -> str:
     lines = [
         f"A: {result['row_a']}",
         f"B: {result['row_b']}",
-        f"{result['n_id']} ID + {result['n_ood']} OOD images, paired bootstrap "
-        f"n_boot={result['n_boot']} seed={result['seed']}; values in %, delta = A - B in pp",
+        f"{result['n_id']} ID + {result['n_ood']} OOD images, {result['n_pairs']} replicate "
+        f"pair(s), {_BOOT[result['bootstrap']]} n_boot={result['n_boot']} seed={result['seed']}; "
+        "values in % (means over replicates), delta = A - B in pp",
         f"{'metric':<18}{'A':>8}{'B':>8}{'delta':>9}   {f'{level}% CI':<18}{'p':>8}",
     ]
     for name, r in result["metrics"].items():

@@ -56,31 +56,75 @@ class TestModel:
 
 
 def resolve_row(config: dict, table: str, row_id: str) -> dict:
-    """A row with its table's ``defaults`` and the global defaults filled in."""
+    """A row with its table's ``defaults``, the config's ``replicates`` and the global defaults
+    filled in."""
     t = config["tables"][table]
     row = copy.deepcopy(ROW_DEFAULTS)
+    if "replicates" in config:
+        row["replicates"] = config["replicates"]
     row.update(copy.deepcopy(t.get("defaults", {})))
     row.update(copy.deepcopy(t["rows"][row_id]))
     return row
 
 
+# ---- training replicates -------------------------------------------------------------------
+#: Replicate r of a row trains with seeds ``REPLICATE_STRIDE * r + s`` for each seed s of the
+#: row's ``seeds`` (which must stay below it), so replicates never share a run, and every row of
+#: a config uses the same seeds in replicate r: the paired comparisons pair runs that share
+#: their parent (see :func:`parent_run`).
+REPLICATE_STRIDE = 100
+
+
+def _explicit_groups(row: dict) -> list[list[int]] | None:
+    reps = row.get("replicates")
+    if isinstance(reps, list) and reps and isinstance(reps[0], list):
+        return [[int(s) for s in g] for g in reps]
+    return None
+
+
 def row_replicates(row: dict) -> list[int]:
-    """The row's replicate ids (``replicates``; ``[0]`` when the row has none)."""
-    return [int(r) for r in row.get("replicates") or [0]]
+    """The row's replicate ids: ``replicates: N`` -> 0..N-1; a list of ids as given; a list of
+    seed groups -> 0..len-1; none -> ``[0]``."""
+    reps = row.get("replicates")
+    if reps is None:
+        return [0]
+    if isinstance(reps, int):
+        return list(range(int(reps)))
+    groups = _explicit_groups(row)
+    if groups is not None:
+        return list(range(len(groups)))
+    return [int(r) for r in reps]
 
 
 def replicate_seeds(row: dict, replicate: int = 0) -> tuple[int, ...]:
     """Training seeds of a row's test models in one replicate.
 
-    Replicate ``r`` shifts every seed of ``row["seeds"]`` by ``r * (max(seeds) + 1)``, so two
-    replicates of a row never share a training run: seeds ``[0]`` give ``[r]`` (the plain
-    ``s + r`` rule), seeds ``[0, 1]`` give ``[2r, 2r + 1]``. Replicate 0 is the row itself.
-    A recipe fine-tuned from another (``init: {recipe, seed}``) keeps its fixed parent run, so
-    its replicates vary the fine-tuning seed only.
+    Replicate ``r`` uses ``REPLICATE_STRIDE * r + s`` for every seed ``s`` of ``row["seeds"]``
+    (seeds ``[0]`` -> ``[100 r]``, ``[0, 1]`` -> ``[100 r, 100 r + 1]``): replicates never share
+    a run, and a soup's runs share the parent run of their replicate. Replicate 0 is the row
+    itself. ``replicates`` given as seed groups (``[[0, 1], [2, 3]]``) names them directly.
     """
-    seeds = [int(s) for s in row["seeds"]]
-    stride = max(seeds) + 1
-    return tuple(s + int(replicate) * stride for s in seeds)
+    groups = _explicit_groups(row)
+    if groups is not None:
+        return tuple(groups[int(replicate)])
+    return tuple(int(s) + int(replicate) * REPLICATE_STRIDE for s in row["seeds"])
+
+
+def parent_run(config: dict, recipe_id: str, seed: int) -> tuple[str, int] | None:
+    """(recipe, seed) of the run that run ``seed`` of ``recipe_id`` fine-tunes, or None.
+
+    ``init: {recipe: R, seed: S}`` names the parent run (R, S): every run starts from the same
+    one. ``init: {recipe: R}`` follows the replicate: the parent is run ``seed - seed % 100`` of
+    R, i.e. the same seed for a single-seed row (``init`` of seed 200 = R's seed 200) and the
+    replicate's first seed for the other members of a soup (seed 201 also starts from R's seed
+    200, as SURE-OOD's two averaged runs start from the same pretrained weights).
+    """
+    init = config["recipes"][recipe_id].get("init", "none")
+    if not (isinstance(init, dict) and "recipe" in init):
+        return None
+    if init.get("seed") is not None:
+        return init["recipe"], int(init["seed"])
+    return init["recipe"], int(seed) - int(seed) % REPLICATE_STRIDE
 
 
 def row_test_models(row: dict, replicate: int = 0) -> list[TestModel]:
@@ -219,16 +263,67 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
                 raise ConfigError(f"{path}.seeds: at least one seed")
             if len(set(row["seeds"])) != len(row["seeds"]):
                 raise ConfigError(f"{path}.seeds: duplicate seeds {row['seeds']}")
+            _check_replicates(path, row)
             _check_row_options(config, path, row)
-            reps = row.get("replicates") or [0]
-            if len(set(reps)) != len(reps):
-                raise ConfigError(f"{path}.replicates: duplicate replicates {reps}")
         ref = t.get("reference_row")
         if ref is not None and ref not in t["rows"]:
             raise ConfigError(
                 f"tables.{table}.reference_row: {ref!r} is not a row of the table "
                 f"(rows: {', '.join(t['rows'])})"
             )
+    _check_claims(config)
+
+
+# ---- claims: published statements checked against the rows (stage `claims`) ----------------
+CLAIM_DIRECTIONS = ("better", "worse")
+
+
+def claim_rows(config: dict, claim: dict) -> list[str]:
+    """Every row a claim compares, the claimed row first: ``[a, b]`` for a pair, ``[a, *among]``
+    for best_of (``among`` defaults to every other row of the table)."""
+    if claim.get("kind", "pair") == "pair":
+        return [claim["a"], claim["b"]]
+    among = claim.get("among") or [r for r in config["tables"][claim["table"]]["rows"]]
+    return [claim["a"]] + [r for r in among if r != claim["a"]]
+
+
+def _check_claims(config: dict) -> None:
+    tables = config.get("tables", {})
+    if config.get("claims") and "claims" in tables:
+        raise ConfigError(
+            "tables.claims: the claims table is written to tables/claims.*; rename this table"
+        )
+    for cid, c in (config.get("claims") or {}).items():
+        path = f"claims.{cid}"
+        if c.get("expect") not in CLAIM_DIRECTIONS:
+            raise ConfigError(
+                f"{path}.expect: unknown direction {c.get('expect')!r} "
+                f"(one of: {', '.join(CLAIM_DIRECTIONS)})"
+            )
+        table = c.get("table")
+        if table not in tables:
+            raise ConfigError(
+                f"{path}.table: {table!r} is not a table of the config (tables: "
+                f"{', '.join(tables)})"
+            )
+        kind = c.get("kind", "pair")
+        if kind != "pair" and "b" in c:
+            raise ConfigError(f"{path}.b: a {kind} claim compares a with `among`, not with b")
+        keys = ["a", "b"] if kind == "pair" else ["a", "among"]
+        for key in keys:
+            if key == "among" and key not in c:
+                continue
+            if key not in c:
+                raise ConfigError(f"{path}.{key}: missing (a {kind} claim names rows a and b)")
+            names = c[key] if isinstance(c[key], list) else [c[key]]
+            for name in names:
+                if name not in tables[table]["rows"]:
+                    raise ConfigError(
+                        f"{path}.{key}: {name!r} is not a row of table {table!r} (rows: "
+                        f"{', '.join(tables[table]['rows'])})"
+                    )
+        if len(set(claim_rows(config, c))) < 2:
+            raise ConfigError(f"{path}: compares row {c['a']!r} with nothing")
 
 
 def _check_init_chain(recipes: dict, start: str) -> None:
@@ -338,11 +433,43 @@ def _check_recipes(config: dict, base_dir: Path) -> None:
                 raise ConfigError(f"{path}.init.file: file not found: {f}")
 
 
+def _check_replicates(path: str, row: dict) -> None:
+    """Replicate ids without duplicates; seed groups disjoint and of one size; seeds below the
+    replicate stride."""
+    reps = row.get("replicates")
+    groups = _explicit_groups(row)
+    if groups is not None:
+        flat = [s for g in groups for s in g]
+        dup = sorted({s for s in flat if flat.count(s) > 1})
+        if dup:
+            raise ConfigError(
+                f"{path}.replicates: duplicate seeds {dup} in the seed groups {groups}; "
+                "replicates must not share a training run"
+            )
+        sizes = [len(g) for g in groups]
+        if len(set(sizes)) > 1:
+            raise ConfigError(
+                f"{path}.replicates: {len(flat)} seeds do not split into equal groups (sizes "
+                f"{sizes} in {groups}); every replicate must combine the same number of runs"
+            )
+        return
+    if isinstance(reps, list) and len(set(reps)) != len(reps):
+        raise ConfigError(f"{path}.replicates: duplicate replicates (seeds) {reps}")
+    big = [s for s in row["seeds"] if int(s) >= REPLICATE_STRIDE]
+    if big and row_replicates(row) != [0]:
+        raise ConfigError(
+            f"{path}.seeds: {big} >= {REPLICATE_STRIDE}; replicate r trains seeds "
+            f"{REPLICATE_STRIDE} r + s, so a replicated row's seeds stay below {REPLICATE_STRIDE}"
+        )
+
+
 def _check_row_options(config: dict, path: str, row: dict) -> None:
-    if row.get("ensemble", "soup") == "output" and len(row["seeds"]) < 2:
+    n_seeds = len(replicate_seeds(row, row_replicates(row)[0]))
+    if row.get("ensemble", "soup") == "output" and n_seeds < 2:
         raise ConfigError(
             f"{path}.ensemble: 'output' averages the scores of several seeds, but seeds is "
-            f"{list(row['seeds'])}; give two or more seeds (or ensemble: soup)"
+            f"{list(replicate_seeds(row, row_replicates(row)[0]))}; give two or more seeds "
+            "(or ensemble: soup)"
         )
     size = row.get("img_size")
     p = patch_size(config["models"][row["model"]])

@@ -6,16 +6,17 @@ accepted at 95 % ID TPR), ``fpr95_ood_pos`` (OpenOOD: ID rejected at 95 % OOD TP
 AUPR-out, closed-set ID accuracy and OSCR, all as fractions; per OOD split when there are
 several; percentile bootstrap 95 % intervals; and where every number came from.
 
-Replicates. A row with ``replicates: [r0, r1, ...]`` is evaluated once per replicate (its test
-models trained with shifted seeds, see :func:`sure_ood.config.replicate_seeds`); ``--scores``
-then lists one fused file per replicate, in the order of ``--replicates``. The headline metrics,
-their bootstrap intervals (``*_ci``), ``per_split`` and ``scores_file`` are those of the
-**first** replicate (replicate ``r0``, which is the row without replicates), so a row's numbers
-and its comparisons do not change when replicates are added. Beside them, for every metric of
-``SEED_METRICS``: ``<m>_seed_values`` (one per replicate, in order), ``<m>_seed_mean`` and
-``<m>_seed_std`` (sample std, ddof = 1) - written only when there are at least two replicates.
-The bootstrap interval measures test-set sampling noise of one trained model; the seed std
-measures training noise; they answer different questions and are reported side by side.
+Replicates are the unit. A row with replicates (training seeds, see
+:func:`sure_ood.config.replicate_seeds`) is given one fused score file per replicate in
+``--scores``, in the order of ``--replicates``. Every metric of ``SEED_METRICS`` is computed per
+replicate (``<m>_seed_values``, in replicate order) and the headline ``<m>`` is their mean; with
+two or more replicates also ``<m>_seed_mean`` (= ``<m>``) and ``<m>_seed_std`` (sample std,
+ddof = 1, the training noise). The intervals ``<m>_ci`` of ``CI_METRICS`` come from a seeded
+two-level stratified bootstrap (replicates, then the images of each drawn replicate:
+:func:`sure_ood.metrics.two_level_bootstrap_ci`), so they hold training and test-set noise; with
+one replicate it is the image bootstrap (``ci_method``: ``two_level`` or ``images``).
+``per_split`` (several OOD splits) holds replicate means too. ``scores_file`` is replicate 0's
+file, ``replicate_scores_files`` all of them (what ``sure-ood compare`` pairs).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         nargs="+",
         type=Path,
-        help="fused score parquet of the row, one per replicate (first = headline)",
+        help="fused score parquet of the row, one per replicate",
     )
     p.add_argument(
         "--replicates",
@@ -92,9 +93,10 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def row_metrics(df, n_boot: int = 1000, seed: int = 0, nan_policy: str = "worst") -> dict:
-    """Metrics of a fused score table: ID rows have label >= 0, OOD rows label -1."""
-    from sure_ood.metrics import bootstrap_ci, ood_metrics
+def replicate_metrics(df, nan_policy: str = "worst") -> tuple[dict, np.ndarray, np.ndarray]:
+    """Point metrics of one replicate's fused score table (ID rows have label >= 0, OOD rows
+    label -1), and its ID and OOD scores after the NaN policy (the bootstrap's input)."""
+    from sure_ood.metrics import apply_nan_policy, ood_metrics
 
     is_id = df["label"].to_numpy() >= 0
     scores = df["id_score"].to_numpy(float)
@@ -114,18 +116,6 @@ def row_metrics(df, n_boot: int = 1000, seed: int = 0, nan_policy: str = "worst"
     res = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res.items()}
     res["n_id"], res["n_ood"] = int(len(id_scores)), int(len(ood_scores))
     res["n_nonfinite"] = int((~np.isfinite(scores)).sum())
-    if n_boot > 0:
-        # the same NaN policy as the point estimate (worst: NaN images count as errors)
-        cis = bootstrap_ci(
-            id_scores,
-            ood_scores,
-            metrics=CI_METRICS,
-            n_boot=n_boot,
-            seed=seed,
-            nan_policy=nan_policy,
-        )
-        for k, (lo, hi) in cis.items():
-            res[f"{k}_ci"] = [float(lo), float(hi)]
     ood_splits = sorted(df.loc[~is_id, "split"].unique())
     if len(ood_splits) > 1:
         res["per_split"] = {}
@@ -134,7 +124,19 @@ def row_metrics(df, n_boot: int = 1000, seed: int = 0, nan_policy: str = "worst"
             m = ood_metrics(id_scores, scores[sel], nan_policy=nan_policy)
             res["per_split"][s] = {k: float(v) for k, v in m.items() if np.isscalar(v)}
             res["per_split"][s]["n_ood"] = int(sel.sum())
-    return res
+    i, o, _ = apply_nan_policy(id_scores, ood_scores, nan_policy)
+    return res, i, o
+
+
+def _mean_per_split(per_rep: list[dict]) -> dict:
+    """``per_split`` averaged over replicates (image counts from the first)."""
+    out = {}
+    for split, first in per_rep[0]["per_split"].items():
+        out[split] = {
+            k: (float(np.mean([r["per_split"][split][k] for r in per_rep])) if k != "n_ood" else v)
+            for k, v in first.items()
+        }
+    return out
 
 
 def _read_scores(path: Path):
@@ -147,7 +149,8 @@ def _read_scores(path: Path):
 
 
 def seed_statistics(per_replicate: list[dict]) -> dict:
-    """``<m>_seed_values``, ``<m>_seed_mean``, ``<m>_seed_std`` (ddof 1) over replicates."""
+    """Headline ``<m>`` = mean over replicates and ``<m>_seed_values``; with two or more
+    replicates also ``<m>_seed_mean`` and ``<m>_seed_std`` (ddof 1)."""
     from sure_ood.metrics import seed_summary
 
     out = {}
@@ -156,8 +159,10 @@ def seed_statistics(per_replicate: list[dict]) -> dict:
         if any(v is None for v in values):
             continue
         mean, std = seed_summary([float(v) for v in values])
+        out[m] = float(mean)
         out[f"{m}_seed_values"] = [float(v) for v in values]
-        out[f"{m}_seed_mean"], out[f"{m}_seed_std"] = float(mean), float(std)
+        if len(values) > 1:
+            out[f"{m}_seed_mean"], out[f"{m}_seed_std"] = float(mean), float(std)
     return out
 
 
@@ -174,9 +179,10 @@ def evaluate(
     replicates: list[int] | None = None,
     config_subtree: dict | None = None,
 ) -> dict:
-    """The row JSON: metrics of the first replicate (+ CIs), seed statistics over replicates
-    when there are several, and provenance (config subtree, versions, commit, file hashes)."""
+    """The row JSON: replicate means of the metrics, per-replicate values, seed std, two-level
+    bootstrap intervals, and provenance (config subtree, versions, commit, file hashes)."""
     from sure_ood import __version__
+    from sure_ood.metrics import two_level_bootstrap_ci
 
     paths = [Path(scores_path)] if isinstance(scores_path, (str, Path)) else list(scores_path)
     if not paths:
@@ -184,12 +190,10 @@ def evaluate(
     replicates = list(range(len(paths))) if replicates is None else [int(r) for r in replicates]
     if len(replicates) != len(paths):
         raise InputError(f"{len(paths)} scores files but {len(replicates)} replicate ids")
-    per_rep = []
-    for i, path in enumerate(paths):
+    per_rep, arrays = [], []
+    for path in paths:
         try:
-            m = row_metrics(
-                _read_scores(path), n_boot=n_boot if i == 0 else 0, seed=seed, nan_policy=nan_policy
-            )
+            m, i, o = replicate_metrics(_read_scores(path), nan_policy=nan_policy)
         except (InputError, ValueError) as e:
             raise InputError(f"{path}: {e}") from e
         if m["n_nonfinite"]:
@@ -198,9 +202,22 @@ def evaluate(
                 f"the worst case ({nan_policy}), never dropped"
             )
         per_rep.append(m)
-    res = dict(per_rep[0])
-    if len(paths) > 1:
-        res.update(seed_statistics(per_rep))
+        arrays.append((i, o))
+    res = {
+        "n_id": per_rep[0]["n_id"],
+        "n_ood": per_rep[0]["n_ood"],
+        "n_nonfinite": int(sum(m["n_nonfinite"] for m in per_rep)),
+        "n_replicates": len(paths),
+        **seed_statistics(per_rep),
+    }
+    if "per_split" in per_rep[0]:
+        res["per_split"] = _mean_per_split(per_rep)
+    ci_method = "two_level" if len(paths) > 1 else "images"
+    if n_boot > 0:
+        cis = two_level_bootstrap_ci(arrays, metrics=CI_METRICS, n_boot=n_boot, seed=seed)
+        for k, (lo, hi) in cis.items():
+            res[f"{k}_ci"] = [float(lo), float(hi)]
+        res["ci_method"] = ci_method
     provenance = {
         "row_config": row,
         "config": config_subtree,
@@ -215,7 +232,8 @@ def evaluate(
             "seed": seed,
             "stratified": True,
             "level": 0.95,
-            "replicate": replicates[0],
+            "method": ci_method,
+            "replicates": replicates,
         },
     }
     return {
@@ -223,7 +241,6 @@ def evaluate(
         "row": row_id,
         **res,
         "replicates": replicates,
-        "headline_replicate": replicates[0],
         "replicate_scores_files": [str(p) for p in paths],
         "scores_file": str(paths[0]),
         "provenance": provenance,
@@ -249,10 +266,10 @@ def run(args: argparse.Namespace) -> int:
         f"{args.out}: AUROC {100 * res['auroc']:.2f}  FPR@95 {100 * res['fpr_at_95_tpr']:.2f}  "
         f"ACC {100 * res.get('id_accuracy', float('nan')):.2f}"
     )
-    if "auroc_seed_mean" in res:
+    if "auroc_seed_std" in res:
         stats = ", ".join(
-            f"{name} {100 * res[f'{k}_seed_mean']:.2f} +- {100 * res[f'{k}_seed_std']:.2f}"
+            f"{name} seed std {100 * res[f'{k}_seed_std']:.2f}"
             for k, name in (("auroc", "AUROC"), ("fpr_at_95_tpr", "FPR@95"))
         )
-        print(f"over {len(res['replicates'])} replicates: {stats}")
+        print(f"means over {res['n_replicates']} replicates; {stats}")
     return 0

@@ -1,14 +1,16 @@
 """Stage ``table``: collect a table's rows into CSV (fractions), Markdown and HTML (percent, two
 decimals, as the paper prints them).
 
-Each metric cell shows our number with its bootstrap 95 % interval ``[lo, hi]`` (first
-replicate, see :mod:`sure_ood.evaluate`). Where rows have several replicates, ``mean ± std``
-columns give the spread over training seeds. Where the table names a ``reference_row``, every
-other row is compared with it by a paired bootstrap on the same images
-(:func:`sure_ood.compare.compare_rows`): the CSV gets ``<m>_delta`` (row − reference),
-``<m>_delta_lo/_hi`` and ``<m>_p_vs_ref`` for AUROC and FPR@95, and the Markdown/HTML mark with
-``†`` a difference that is *not* significant at ``alpha`` (default 0.05). Where the config gives
-``published`` numbers (percent), they are printed beside ours.
+Each metric cell shows the row's mean over its training replicates with its 95 % interval
+``[lo, hi]`` (two-level bootstrap: replicates, then test images; the image bootstrap for a row
+with one replicate, which the footnote names; see :mod:`sure_ood.evaluate`). Where rows have
+several replicates, ``mean ± std`` columns give the spread over training seeds. Where the table
+names a ``reference_row``, every other row is compared with it by the two-level paired bootstrap
+(:func:`sure_ood.compare.compare_rows`: replicates paired by seed index, images by image): the
+CSV gets ``<m>_delta`` (row − reference), ``<m>_delta_lo/_hi`` and ``<m>_p_vs_ref`` for AUROC and
+FPR@95, and the Markdown/HTML mark with ``†`` a difference that is *not* significant at
+``alpha`` (default 0.05). Where the config gives ``published`` numbers (percent), they are
+printed beside ours.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def collect(rows: list[dict], table_cfg: dict, comparisons: dict[str, dict] | No
             line[key] = r.get(key, np.nan)
             if f"{key}_ci" in r:
                 line[f"{key}_lo"], line[f"{key}_hi"] = r[f"{key}_ci"]
-        line["n_replicates"] = len(r.get("replicates", [0]))
+        line["n_replicates"] = r.get("n_replicates", len(r.get("replicates", [0])))
+        line["ci_method"] = r.get("ci_method")
         for key, _ in COLUMNS:
             for stat in ("mean", "std"):
                 if f"{key}_seed_{stat}" in r:
@@ -191,11 +194,23 @@ def render_cells(df, alpha: float = 0.05) -> tuple[list[str], list[list[str]], l
         body.append(cells)
 
     n_id, n_ood = int(df["n_id"].iloc[0]), int(df["n_ood"].iloc[0])
+    n_rep = df["n_replicates"] if "n_replicates" in df else None
+    several = n_rep is not None and (n_rep > 1).any()
+    what = (
+        "mean over the row's training replicates; [lo, hi]: its 95 % interval, two-level "
+        "stratified bootstrap (replicates, then test images)"
+        if several
+        else "[lo, hi]: stratified bootstrap 95 % interval over the test images"
+    )
     notes = [
-        f"Percent. [lo, hi]: stratified bootstrap 95 % interval (test-set noise, first replicate). "
-        f"{n_id} ID / {n_ood} OOD images. FPR@95: OOD accepted at 95 % ID TPR (SSB); OpenOOD: "
-        "ID rejected at 95 % OOD TPR."
+        f"Percent; {what}. {n_id} ID / {n_ood} OOD images. FPR@95: OOD accepted at 95 % ID TPR "
+        "(SSB); OpenOOD: ID rejected at 95 % OOD TPR."
     ]
+    if several and (n_rep <= 1).any():
+        single = ", ".join(str(x) for x in df.loc[n_rep <= 1, "row"])
+        notes.append(
+            f"One replicate (interval from the test images only, no training noise): {single}."
+        )
     if seed_cols:
         notes.append(
             "mean ± std (seeds): over the row's replicates (training seeds), sample std; n = "
@@ -203,7 +218,8 @@ def render_cells(df, alpha: float = 0.05) -> tuple[list[str], list[list[str]], l
         )
     if ref is not None:
         notes.append(
-            f"Δ: row − {ref} in percentage points, paired bootstrap on the same images; "
+            f"Δ: row − {ref} in percentage points, two-level paired bootstrap (replicates paired "
+            "by seed index, images by image); "
             f"{NOT_SIGNIFICANT} = difference from {ref} not significant (p ≥ {alpha:g})."
         )
     if pub_cols:

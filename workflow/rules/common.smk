@@ -10,7 +10,9 @@ from sure_ood.config import (
     all_test_models,
     check_config,
     code_version,
+    claim_rows,
     method_config,
+    parent_run,
     resolve_row,
     row_config_subtree,
     row_replicates,
@@ -122,6 +124,8 @@ def get_all_targets():
             f"{OUT}/figures/{table}/{row}.png"
             for row in config["tables"][table]["rows"]
         ]
+    if config.get("claims"):
+        targets += [f"{OUT}/tables/claims.{ext}" for ext in ("csv", "md", "html")]
     return targets
 
 
@@ -144,11 +148,9 @@ def get_recipe(wildcards):
 
 
 def recipe_init_run(recipe_id, seed):
-    """(recipe, seed) of the run a recipe fine-tunes from, or None."""
-    init = config["recipes"][recipe_id].get("init", "none")
-    if isinstance(init, dict) and "recipe" in init:
-        return init["recipe"], int(init.get("seed", 0))
-    return None
+    """(recipe, seed) of the run a recipe fine-tunes from, or None (sure_ood.config.parent_run:
+    without an init seed, the parent run of the same replicate)."""
+    return parent_run(config, recipe_id, seed)
 
 
 def get_model_json(wildcards):
@@ -371,15 +373,52 @@ def get_table_rows(wildcards):
     ]
 
 
+def row_fused_all(table, row_id):
+    """Fused scores of every replicate of a row (the two-level paired comparisons)."""
+    row = resolve_row(config, table, row_id)
+    return [fused_path(table, row_id, r) for r in row_replicates(row)]
+
+
 def get_table_scores(wildcards):
-    """Headline fused scores of every row (the paired comparison with the reference row)."""
+    """Fused scores of every replicate of every row (the comparison with the reference row)."""
     if not get_table(wildcards).get("reference_row"):
         return []
+    return [
+        f for row_id in get_table(wildcards)["rows"] for f in row_fused_all(wildcards.table, row_id)
+    ]
+
+
+# ---- claims ------------------------------------------------------------------------------
+def claim_table_rows():
+    """(table, row) of every row a claim compares, in order, without repeats."""
     out = []
-    for row_id in get_table(wildcards)["rows"]:
-        first = row_replicates(resolve_row(config, wildcards.table, row_id))[0]
-        out.append(fused_path(wildcards.table, row_id, first))
+    for claim in (config.get("claims") or {}).values():
+        for row_id in claim_rows(config, claim):
+            if (claim["table"], row_id) not in out:
+                out.append((claim["table"], row_id))
     return out
+
+
+def get_claims_rows(wildcards):
+    return [f"{OUT}/rows/{t}/{r}.json" for t, r in claim_table_rows()]
+
+
+def get_claims_scores(wildcards):
+    return [f for t, r in claim_table_rows() for f in row_fused_all(t, r)]
+
+
+def get_claims_json(wildcards):
+    """The claims, each with the rows it compares resolved (``rows``: claimed row first)."""
+    claims = config.get("claims") or {}
+    return as_json({cid: {**c, "rows": claim_rows(config, c)} for cid, c in claims.items()})
+
+
+def get_claims_published_json(wildcards):
+    """The published numbers of the tables the claims use (the published effect column)."""
+    tables = {c["table"] for c in (config.get("claims") or {}).values()}
+    return as_json(
+        {t: config["tables"][t].get("published", {}) for t in sorted(tables)}
+    )
 
 
 # Cheap rules run inside the main Snakemake process's machine, never as cluster jobs.
@@ -390,3 +429,4 @@ localrules:
     evaluate,
     table,
     histogram,
+    claims,
