@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "evaluate": "metrics of one table row (AUROC, FPR@95, AUPR, accuracy, CIs)",
     "compare": "paired bootstrap comparison of two rows",
     "table": "collect rows into CSV and Markdown tables",
+    "claims": "one line per published claim: effect, interval, p, verdict",
     "histogram": "ID vs OOD score histogram of a row (PNG)",
 }
 

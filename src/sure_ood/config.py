@@ -289,6 +289,11 @@ def claim_rows(config: dict, claim: dict) -> list[str]:
 
 def _check_claims(config: dict) -> None:
     tables = config.get("tables", {})
+    if config.get("claims") and config.get("bootstrap", 1) == 0:
+        raise ConfigError(
+            "bootstrap: 0 switches the intervals off, but the claims section needs them for its "
+            "verdicts (set bootstrap > 0, or drop claims)"
+        )
     if config.get("claims") and "claims" in tables:
         raise ConfigError(
             "tables.claims: the claims table is written to tables/claims.*; rename this table"

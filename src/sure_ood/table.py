@@ -238,7 +238,11 @@ def to_markdown(df, title: str, alpha: float = 0.05) -> str:
 
 def to_html(df, title: str, alpha: float = 0.05) -> str:
     """A standalone HTML page of the same table (for the Snakemake report)."""
-    head, body, notes = render_cells(df, alpha)
+    return html_page(title, *render_cells(df, alpha))
+
+
+def html_page(title: str, head: list[str], body: list[list[str]], notes: list[str]) -> str:
+    """A standalone HTML page of one table: header, rows of cells, footnotes."""
     esc = html.escape
     rows_html = "\n".join(
         "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in body
