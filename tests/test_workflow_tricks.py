@@ -71,8 +71,8 @@ def job_blocks(text: str) -> list[dict]:
     return jobs
 
 
-def dry_run(work, target: str, configfile: str = CONFIG):
-    r = run_snakemake(work, "-n", target, "--configfile", configfile)
+def dry_run(work, target: str, configfile: str = CONFIG, *extra: str):
+    r = run_snakemake(work, "-n", target, "--configfile", configfile, *extra)
     text = r.stdout + r.stderr
     return text, job_counts(text), job_blocks(text)
 
@@ -193,7 +193,8 @@ def test_five_crop_row_fuses_five_views_by_the_mean(digits_run):
 
 def test_one_tricks_row_schedules_only_its_jobs(tmp_path):
     work = copy_workflow(tmp_path)
-    text, counts, jobs = dry_run(work, f"{BENCH}/rows/tricks/sure_no_ln.json")
+    one = ("--config", "replicates=1")  # one training replicate: the row's own seeds
+    text, counts, jobs = dry_run(work, f"{BENCH}/rows/tricks/sure_no_ln.json", CONFIG, *one)
     assert counts["make_test_model"] == 1
     (mtm,) = [j for j in jobs if j["rule"] == "make_test_model"]
     assert mtm["wildcards"]["test_model"] == "deit3_micro-sure-s0-noln"
@@ -215,7 +216,7 @@ def test_one_tricks_row_schedules_only_its_jobs(tmp_path):
 def test_five_crop_row_schedules_five_views_of_the_soup(tmp_path):
     work = copy_workflow(tmp_path)
     target = f"{BENCH}/rows/tricks/sure_no_ln_hires_ensemble_fivecrop.json"
-    text, counts, jobs = dry_run(work, target)
+    text, counts, jobs = dry_run(work, target, CONFIG, "--config", "replicates=1")
     (mtm,) = [j for j in jobs if j["rule"] == "make_test_model"]
     assert mtm["wildcards"]["test_model"] == "deit3_micro-sure-s0_1-noln-r10"
     assert "seed~0/final.safetensors" in mtm["input"] and "seed~1/final.safetensors" in mtm["input"]
@@ -228,9 +229,34 @@ def test_five_crop_row_schedules_five_views_of_the_soup(tmp_path):
     assert fuse["input"].count(".npz") == 10  # every view's caches: softmax-mean prediction
 
 
-def _with_output_ensemble_row(work) -> str:
+def test_replicated_soup_row_trains_disjoint_seed_groups_on_their_replicates_parent(tmp_path):
+    """Three replicates (the config's default): soups of seeds (0, 1), (100, 101), (200, 201);
+    both runs of a soup fine-tune the baseline run of their replicate."""
+    work = copy_workflow(tmp_path)
+    target = f"{BENCH}/rows/tricks/sure_no_ln_hires_ensemble.json"
+    text, counts, jobs = dry_run(work, target)
+    names = sorted(j["wildcards"]["test_model"] for j in jobs if j["rule"] == "make_test_model")
+    assert names == [f"deit3_micro-sure-s{a}_{a + 1}-noln-r10" for a in (0, 100, 200)]
+    trains = {
+        (j["wildcards"]["recipe"], int(j["wildcards"]["seed"])): j
+        for j in jobs
+        if j["rule"] == "train"
+    }
+    assert sorted(trains) == sorted(
+        [("baseline", s) for s in (0, 100, 200)] + [("sure", s) for s in (0, 1, 100, 101, 200, 201)]
+    )
+    for seed in (0, 1, 100, 101, 200, 201):
+        parent = f"recipe~baseline/seed~{seed - seed % 100}/final.safetensors"
+        assert parent in trains[("sure", seed)]["input"], (seed, trains[("sure", seed)]["input"])
+    assert "fuse" not in counts  # one view of one soup per replicate: no fuse job
+    (evaluate,) = [j for j in jobs if j["rule"] == "evaluate"]
+    assert evaluate["input"].count("scores.parquet") == 3  # one score file per replicate
+
+
+def _with_output_ensemble_row(work, **extra) -> str:
     cfg = yaml.safe_load((work / CONFIG).read_text())
     cfg["tables"]["tricks"]["rows"]["sure_no_ln_hires_output"] = {
+        **extra,
         "seeds": [0, 1],
         "ensemble": "output",
         "drop_final_norm": True,
@@ -244,7 +270,7 @@ def test_output_ensemble_row_schedules_two_test_models(tmp_path):
     work = copy_workflow(tmp_path)
     cfgfile = _with_output_ensemble_row(work)
     target = f"{BENCH}/rows/tricks/sure_no_ln_hires_output.json"
-    text, counts, jobs = dry_run(work, target, cfgfile)
+    text, counts, jobs = dry_run(work, target, cfgfile, "--config", "replicates=1")
     names = sorted(j["wildcards"]["test_model"] for j in jobs if j["rule"] == "make_test_model")
     assert names == ["deit3_micro-sure-s0-noln-r10", "deit3_micro-sure-s1-noln-r10"]
     assert counts["score"] == 2 and counts["fuse"] == 1
@@ -257,7 +283,7 @@ def test_output_ensemble_row_fuses_two_test_models(digits_run, tmp_path):
     """Built for real on a copy of the full run: only the new row's jobs run."""
     work = tmp_path / "work"
     shutil.copytree(digits_run, work, symlinks=True)
-    cfgfile = _with_output_ensemble_row(work)
+    cfgfile = _with_output_ensemble_row(work, replicates=1)  # a row asking for one seed
     target = f"{BENCH}/rows/tricks/sure_no_ln_hires_output.json"
     text, counts, _ = dry_run(work, target, cfgfile)
     assert counts["make_test_model"] == 1, counts  # s0-noln-r10 exists; only s1-noln-r10
