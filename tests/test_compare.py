@@ -126,3 +126,82 @@ def test_bad_inputs(tmp_path):
     no_col = write_row(tmp_path, "c", df.drop(columns=["pred"]))
     with pytest.raises(InputError, match="columns"):
         compare_rows(row_a, no_col, n_boot=10)
+
+
+# ---- replicates: the two-level paired comparison ---------------------------------------------
+def write_replicated_row(root, name: str, shifts, seed: int) -> str:
+    """A row JSON as the workflow writes it: replicate score files named relative to the
+    workflow folder (``results/...``), the JSON at ``results/toy/rows/t/<name>.json``."""
+    files = []
+    for r, shift in enumerate(shifts):
+        rel = f"results/toy/scores/{name}/rep~{r}.parquet"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        score_table(shift, seed + r).to_parquet(root / rel, index=False)
+        files.append(rel)
+    row = root / f"results/toy/rows/t/{name}.json"
+    write_json(row, {"replicate_scores_files": files, "scores_file": files[0]})
+    return str(row)
+
+
+def image_only_test(a_shift, b_shift, seed_a, seed_b):
+    """Today's test: the paired image bootstrap of replicate 0 only."""
+    i_a, o_a = split_arrays(score_table(a_shift, seed_a))
+    i_b, o_b = split_arrays(score_table(b_shift, seed_b))
+    return metrics.paired_bootstrap(i_a, o_a, i_b, o_b, n_boot=500, seed=0)["auroc"]
+
+
+def test_seeds_that_disagree_are_not_significant_any_more(tmp_path):
+    # replicate 0 shows a large effect of A; replicates 1 and 2 show the opposite
+    a = write_replicated_row(tmp_path, "a", (2.0, 0.6, 0.6), seed=0)
+    b = write_replicated_row(tmp_path, "b", (0.8, 1.2, 1.2), seed=10)
+    old = image_only_test(2.0, 0.8, 0, 10)
+    assert old["p_value"] < 0.05 and old["ci"][0] > 0  # image noise alone: "significant"
+    new = compare_rows(a, b, n_boot=500, seed=0)
+    r = new["metrics"]["auroc"]
+    assert new["n_pairs"] == 3 and new["bootstrap"] == "two_level"
+    assert r["p_value"] >= 0.05 and r["ci"][0] < 0 < r["ci"][1] and not r["significant"]
+    # the effect is the difference of the replicate means
+    mean_a = np.mean(
+        [
+            metrics.auroc(*split_arrays(score_table(s, r)))
+            for s, r in zip((2.0, 0.6, 0.6), (0, 1, 2), strict=True)
+        ]
+    )
+    assert r["a"] == pytest.approx(mean_a)
+
+
+def test_a_consistent_effect_is_significant_in_both_tests(tmp_path):
+    a = write_replicated_row(tmp_path, "a", (1.6, 1.6, 1.6), seed=0)
+    b = write_replicated_row(tmp_path, "b", (0.8, 0.8, 0.8), seed=10)
+    old = image_only_test(1.6, 0.8, 0, 10)
+    assert old["p_value"] < 0.05
+    r = compare_rows(a, b, n_boot=500, seed=0)["metrics"]["auroc"]
+    assert r["p_value"] < 0.05 and r["ci"][0] > 0 and r["significant"]
+
+
+def test_compare_works_from_any_working_directory(tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    a = write_replicated_row(work, "a", (1.6, 1.0), seed=0)
+    b = write_replicated_row(work, "b", (0.8, 1.1), seed=10)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # neither the workflow folder nor the row's
+    assert cli.main(["compare", a, b, "--n-boot", "100"]) == 0
+    assert "2 replicate pair(s), two-level paired bootstrap" in capsys.readouterr().out
+    monkeypatch.chdir(work / "results/toy/rows")  # a relative row path from below the root
+    res = compare_rows("t/a.json", "t/b.json", n_boot=100)
+    assert res["n_pairs"] == 2
+    # a row whose score file is nowhere above it: a clear error naming the row
+    (tmp_path / "lost").mkdir()
+    write_json(tmp_path / "lost/r.json", {"scores_file": "results/toy/scores/none.parquet"})
+    with pytest.raises(InputError, match=r"r\.json: scores file .* not found beside the row"):
+        compare_rows(tmp_path / "lost/r.json", a, n_boot=10)
+
+
+def test_rows_with_different_replicate_counts_pair_the_common_ones(tmp_path, capsys):
+    a = write_replicated_row(tmp_path, "a", (1.6, 1.0, 1.2), seed=0)
+    b = write_replicated_row(tmp_path, "b", (0.8,), seed=10)
+    res = compare_rows(a, b, n_boot=100)
+    assert (res["n_replicates_a"], res["n_replicates_b"], res["n_pairs"]) == (3, 1, 1)
+    assert res["bootstrap"] == "images"
+    assert "comparing the first 1" in capsys.readouterr().out

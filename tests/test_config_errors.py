@@ -234,6 +234,44 @@ CASES = [
         r"tables\.posthoc\.reference_row: 'msq' is not a row of the table",
     ),
     (
+        "duplicate_replicate_seeds",
+        lambda c: _set(c, "tables.tricks.rows.sure.replicates", [0, 1, 1]),
+        r"tables\.tricks\.rows\.sure\.replicates: duplicate replicates \(seeds\) \[0, 1, 1\]",
+    ),
+    (
+        "duplicate_seeds_in_seed_groups",
+        lambda c: _set(c, "tables.tricks.rows.sure.replicates", [[0, 1], [1, 2]]),
+        r"tables\.tricks\.rows\.sure\.replicates: duplicate seeds \[1\]",
+    ),
+    (
+        "ensemble_seed_groups_of_unequal_size",
+        lambda c: _set(
+            c, "tables.tricks.rows.sure_no_ln_hires_ensemble.replicates", [[0, 1], [2, 3], [4]]
+        ),
+        r"tables\.tricks\.rows\.sure_no_ln_hires_ensemble\.replicates: 5 seeds do not split "
+        r"into equal groups \(sizes \[2, 2, 1\]",
+    ),
+    (
+        "replicated_seed_beyond_the_stride",
+        lambda c: _set(c, "tables.tricks.rows.sure.seeds", [150]),
+        r"tables\.tricks\.rows\.sure\.seeds: \[150\] >= 100",
+    ),
+    (
+        "claim_missing_row",
+        lambda c: _set(c, "claims.rp_helps_msp.b", "msq"),
+        r"claims\.rp_helps_msp\.b: 'msq' is not a row of table 'posthoc'",
+    ),
+    (
+        "claim_missing_table",
+        lambda c: _set(c, "claims.rp_helps_msp.table", "post_hoc"),
+        r"claims\.rp_helps_msp\.table: 'post_hoc' is not a table of the config",
+    ),
+    (
+        "claim_unknown_direction",
+        lambda c: _set(c, "claims.rp_helps_msp.expect", "higher"),
+        r"claims\.rp_helps_msp\.expect: 'higher' is not one of \['better', 'worse'\]",
+    ),
+    (
         "published_unknown_row",
         lambda c: _set(c, "tables.posthoc.published", {"msq": {"auroc": 90.0}}),
         r"tables\.posthoc\.published\.msq: not a row of the table",
@@ -336,3 +374,40 @@ def test_configfile_replaces_the_embedded_default(tmp_path):
     r = run_snakemake(work, "-n", "--configfile", "config/digits_osr.yaml")
     assert "digits_osr" in r.stdout
     assert "deit3_tiny" not in r.stdout and "mnist_osr" not in r.stdout
+
+
+# The bad replicate lists and claims of issue 14, end to end: each stops `snakemake -n` before
+# any job, with the key in the message.
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            lambda c: _set(c, "tables.tricks.rows.sure.replicates", [0, 2, 2]),
+            "tables.tricks.rows.sure.replicates: duplicate replicates (seeds) [0, 2, 2]",
+        ),
+        (
+            lambda c: _set(
+                c, "tables.tricks.rows.sure_no_ln_hires_ensemble.replicates", [[0, 1], [2]]
+            ),
+            "tables.tricks.rows.sure_no_ln_hires_ensemble.replicates: 3 seeds do not split into "
+            "equal groups",
+        ),
+        (
+            lambda c: _set(c, "claims.ensemble_helps.a", "sure_ensemble"),
+            "claims.ensemble_helps.a: 'sure_ensemble' is not a row of table 'tricks'",
+        ),
+        (
+            lambda c: _set(c, "claims.ensemble_helps.table", "trick"),
+            "claims.ensemble_helps.table: 'trick' is not a table of the config",
+        ),
+        (
+            lambda c: _set(c, "claims.ensemble_helps.expect", "up"),
+            "claims.ensemble_helps.expect: 'up' is not one of ['better', 'worse']",
+        ),
+    ],
+    ids=["duplicate_seeds", "unequal_groups", "claim_row", "claim_table", "claim_direction"],
+)
+def test_snakemake_rejects_bad_replicates_and_claims(tmp_path, edit, needle):
+    _, out = _dry_run(tmp_path, edit)
+    assert needle in out, out[-2000:]
