@@ -384,7 +384,9 @@ def get_table_scores(wildcards):
     if not get_table(wildcards).get("reference_row"):
         return []
     return [
-        f for row_id in get_table(wildcards)["rows"] for f in row_fused_all(wildcards.table, row_id)
+        f
+        for row_id in get_table(wildcards)["rows"]
+        for f in row_fused_all(wildcards.table, row_id)
     ]
 
 
@@ -410,7 +412,9 @@ def get_claims_scores(wildcards):
 def get_claims_json(wildcards):
     """The claims, each with the rows it compares resolved (``rows``: claimed row first)."""
     claims = config.get("claims") or {}
-    return as_json({cid: {**c, "rows": claim_rows(config, c)} for cid, c in claims.items()})
+    return as_json(
+        {cid: {**c, "rows": claim_rows(config, c)} for cid, c in claims.items()}
+    )
 
 
 def get_claims_published_json(wildcards):
