@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT
 
 from sure_ood import cli
-from sure_ood.claims import claimed_sign, combine, verdict
+from sure_ood.claims import claimed_sign, combine, evaluate_claim, verdict
 from sure_ood.config import ConfigError, check_config, claim_rows, load_schema, validate_config
 from sure_ood.evaluate import evaluate
 from sure_ood.io import write_json
@@ -180,3 +180,36 @@ def test_bad_claims_are_rejected_with_their_key(edit, pattern):
     with pytest.raises(ConfigError) as info:
         _check(cfg)
     assert re.search(pattern, str(info.value)), str(info.value)
+
+
+def test_published_effects_of_the_imagenet_claims():
+    """config/imagenet_ssb.yaml: the claims print the paper's effect beside ours (by hand from
+    the report's numbers)."""
+    cfg = yaml.safe_load((ROOT / "config/imagenet_ssb.yaml").read_text())
+    validate_config(cfg, SCHEMA)
+    published = {t: v.get("published", {}) for t, v in cfg["tables"].items()}
+
+    def fake_compare(pa, pb):  # our side does not matter here: a fixed small effect
+        m = {"a": 0.8, "b": 0.79, "delta": 0.01, "ci": [0.005, 0.015], "p_value": 0.01}
+        return {"n_pairs": 1, "bootstrap": "images", "metrics": {"auroc": m, "fpr_at_95_tpr": m}}
+
+    def line(cid):
+        c = cfg["claims"][cid]
+        c = {**c, "rows": claim_rows(cfg, c)}
+        paths = {(c["table"], r): f"{r}.json" for r in c["rows"]}
+        return evaluate_claim(cid, c, paths, published, fake_compare)
+
+    sure = line("sure_beats_baseline")
+    assert sure["published_auroc_delta"] == pytest.approx((79.97 - 34.28) / 100)
+    assert sure["published_fpr_at_95_tpr_delta"] == pytest.approx((68.03 - 96.86) / 100)
+    assert line("five_crop_helps")["published_auroc_delta"] == pytest.approx(0.0093)
+    assert line("no_ln_helps_rp_gradnorm")["published_fpr_at_95_tpr_delta"] == pytest.approx(
+        -0.0344
+    )
+    # rp_msp vs msp: AUROC published for both, FPR for neither
+    rp = line("rp_helps_msp")
+    assert rp["published_auroc_delta"] == pytest.approx(0.0003)
+    assert rp["published_fpr_at_95_tpr_delta"] is None
+    assert line("rw_helps_energy")["published_auroc_delta"] is None  # not in the report
+    # best of the eight: against the strongest published other score (rp_msp, 76.12)
+    assert line("rp_gradnorm_is_best")["published_auroc_delta"] == pytest.approx(0.0385)

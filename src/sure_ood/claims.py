@@ -17,8 +17,9 @@ index, images by image; the difference of the replicate means). Verdict on the c
 A best_of claim is reproduced when every comparison is, contradicted when any is, and
 inconclusive otherwise; its line shows the comparison with the strongest other row among those
 that decide the verdict (the smallest effect in the claimed direction). Where the config gives
-``published`` numbers for both rows, the published difference is printed beside ours. Effects
-are in percentage points in the Markdown/HTML and in fractions in the CSV, like the tables.
+``published`` numbers for both rows, the published difference is printed beside ours (best_of:
+against the strongest row with a published number). Effects are in percentage points in the
+Markdown/HTML and in fractions in the CSV, like the tables.
 """
 
 from __future__ import annotations
@@ -70,11 +71,16 @@ def combine(verdicts: list[str]) -> str:
     return "reproduced" if all(v == "reproduced" for v in verdicts) else "inconclusive"
 
 
-def _published_delta(published: dict, table: str, a: str, b: str, metric: str) -> float | None:
+def _published_delta(
+    published: dict, table: str, a: str, others: list[str], metric: str, sign: int
+) -> float | None:
+    """a - b in the paper's numbers (fraction); for several rows b, the published row with the
+    smallest effect in the claimed direction; None when a or every b lacks the number."""
     pub = published.get(table, {})
-    if metric in pub.get(a, {}) and metric in pub.get(b, {}):
-        return (pub[a][metric] - pub[b][metric]) / 100.0
-    return None
+    if metric not in pub.get(a, {}):
+        return None
+    deltas = [(pub[a][metric] - pub[b][metric]) / 100.0 for b in others if metric in pub.get(b, {})]
+    return min(deltas, key=lambda d: sign * d) if deltas else None
 
 
 def evaluate_claim(
@@ -124,7 +130,10 @@ def evaluate_claim(
         line[f"{m}_delta"] = r["delta"]
         line[f"{m}_delta_lo"], line[f"{m}_delta_hi"] = r["ci"]
         line[f"{m}_p"] = r["p_value"]
-        line[f"published_{m}_delta"] = _published_delta(published or {}, table, a, vs, m)
+        pub_sign = claimed_sign(m, claim["expect"])
+        line[f"published_{m}_delta"] = _published_delta(
+            published or {}, table, a, [vs] if kind == "pair" else others, m, pub_sign
+        )
     line["verdict"] = overall
     if kind == "best_of":
         line["verdicts"] = ";".join(f"{b}:{v}" for b, v in verdicts.items())
@@ -174,7 +183,10 @@ def render(lines: list[dict]) -> tuple[list[str], list[list[str]], list[str]]:
             "With one replicate pair the interval holds test-set noise only (image bootstrap)."
         )
     if pub:
-        notes.append("published Δ: the same difference in the paper's numbers.")
+        notes.append(
+            "published Δ: the same difference in the paper's numbers (best-of: against the "
+            "strongest row the paper gives a number for)."
+        )
     return head, body, notes
 
 
