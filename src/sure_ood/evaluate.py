@@ -138,12 +138,9 @@ def row_metrics(df, n_boot: int = 1000, seed: int = 0, nan_policy: str = "worst"
 
 
 def _read_scores(path: Path):
-    import pandas as pd
+    from sure_ood.inputs import read_score_table
 
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read scores ({e})") from e
+    return read_score_table(path)
 
 
 def seed_statistics(per_replicate: list[dict]) -> dict:
@@ -231,6 +228,14 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from sure_ood.inputs import check_out_not_input
+
+    check_out_not_input(
+        args.out,
+        [("--scores", p) for p in args.scores]
+        + [("--checkpoints", p) for p in args.checkpoints]
+        + [("--features", p) for p in args.features],
+    )
     res = evaluate(
         args.scores,
         json.loads(args.row),

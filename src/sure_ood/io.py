@@ -83,16 +83,33 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
 
 def load_npz(path: str | os.PathLike) -> dict[str, Any]:
     """Read every array of an ``.npz`` with ``allow_pickle=False``; the error names the file."""
+    import zipfile
+    import zlib
+
     import numpy as np
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an .npz file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a readable .npz file ({_first_line(e)})") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: a single .npy array, not an .npz archive of named arrays")
+    try:
+        with data:
             return {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"{path}: not a readable .npz file ({e})") from e
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # truncated member, bad CRC, pickled objects: one line naming the file
+        raise InputError(f"{path}: not a readable .npz file ({_first_line(e)})") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def save_state_dict(path: str | os.PathLike, state: dict[str, Any], metadata: dict | None = None):
