@@ -203,3 +203,332 @@ def test_small_but_sufficient_fractions_pass():
     cfg = copy.deepcopy(BASE)
     cfg["benchmark"]["split"]["val"] = 0.02  # ~3 images per class: small, not empty
     _validated(cfg)
+
+
+# ---- inputs at the door --------------------------------------------------------------------
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from sure_ood import scores  # noqa: E402
+from sure_ood.cache import FeatureCache, load_cache, save_cache  # noqa: E402
+from sure_ood.cli import main  # noqa: E402
+from sure_ood.io import InputError, save_npz  # noqa: E402
+
+C, D = 4, 6
+
+
+def _cache(n=40, seed=0, d=D, c=C, labelled=True, source="<test>") -> FeatureCache:
+    """Features near the head rows, logits through the (linear) head, every class present."""
+    w = np.random.default_rng(100).normal(size=(c, d))
+    b = np.random.default_rng(101).normal(size=c)
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    h = rng.normal(size=(n, d)) + 1.5 * w[y]
+    return FeatureCache(
+        logits=h @ w.T + b,
+        features=h,
+        labels=y if labelled else -np.ones(n, dtype=np.int64),
+        head_weight=w,
+        head_bias=b,
+        prenorm_features=h + 0.1,
+        source=source,
+        extra={"odin_score": rng.normal(size=n)},
+    )
+
+
+def _cli(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def _one_line_error(capsys, *names: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    for name in names:
+        assert name in err, err
+    return err
+
+
+@pytest.fixture()
+def caches(tmp_path):
+    save_cache(tmp_path / "split~train.npz", _cache(60, 1))
+    save_cache(tmp_path / "split~id_test.npz", _cache(20, 2))
+    save_cache(tmp_path / "split~ood_test.npz", _cache(20, 3, labelled=False))
+    return tmp_path
+
+
+def _arrays(**change) -> dict:
+    a = _cache(8).to_arrays()
+    a.update(change)
+    return a
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (
+            {"labels": np.array([0, 1, 2.5, 3, 0, 1, 2, 3])},
+            r"'labels' must be integers \(class index, -1 = OOD\), got dtype float64",
+        ),
+        (
+            {"logits": np.ones((8, C)) * (1 + 1j)},
+            r"'logits' is complex \(complex128\); logits, features and head parameters",
+        ),
+        ({"features": np.ones((8, D), np.complex64)}, r"'features' is complex \(complex64\)"),
+        ({"features": np.ones((8, D), bool)}, r"'features' must be floating-point numbers"),
+        (
+            {"labels": np.array([0, 1, 17, 3, -5, 1, 2, 3])},
+            r"2 label\(s\) outside \[-1, 3\] \(e\.g\. \[-5, 17\]\)",
+        ),
+        (
+            {"logits": np.ones((8, 0)), "head_weight": np.ones((0, D)), "head_bias": np.ones(0)},
+            r"no classes \('head_weight' has shape \(0, 6\), C = 0\)",
+        ),
+    ],
+    ids=["float_labels", "complex_logits", "complex_features", "bool_features",
+         "labels_out_of_range", "no_classes"],  # fmt: skip
+)
+def test_bad_cache_contents_are_refused_naming_the_file(tmp_path, capsys, change, pattern):
+    bad = tmp_path / "split~id_test.npz"
+    save_npz(bad, **_arrays(**change))
+    with pytest.raises(InputError, match=r"split~id_test\.npz: " + pattern):
+        load_cache(bad)
+    # and through the CLI: exit 2, one line naming the file
+    assert _cli("score", "--method", "msp", "--features", bad, "--out", tmp_path / "s.pq") == 2
+    _one_line_error(capsys, str(bad))
+    assert not (tmp_path / "s.pq").exists()
+
+
+FITTED = [m for m in scores.available() if "train" in scores.get(m).needs]
+
+
+def test_every_train_fitted_method_is_listed():
+    # the families the door must cover; a new fitted method joins the parametrized tests
+    assert {"knn", "mahalanobis", "relative_mahalanobis", "vim", "react", "dice"} <= set(FITTED)
+
+
+@pytest.mark.parametrize("method", FITTED)
+def test_train_and_test_must_agree_on_the_feature_size(method, tmp_path, capsys):
+    save_cache(tmp_path / "split~train.npz", _cache(60, 1, d=40))
+    save_cache(tmp_path / "split~id_test.npz", _cache(20, 2, d=48))
+    rc = _cli(
+        "score", "--method", method, "--train-features", tmp_path / "split~train.npz",
+        "--features", tmp_path / "split~id_test.npz", "--out", tmp_path / "s.parquet",
+    )  # fmt: skip
+    assert rc == 2
+    err = _one_line_error(capsys, "split~id_test.npz: 48 feature dimensions", "split~train.npz")
+    assert "has 40" in err
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def _with_nan_rows(cache: FeatureCache, rows, key="features") -> FeatureCache:
+    arrays = {k: np.array(v, copy=True) for k, v in cache.to_arrays().items()}
+    arrays[key][rows] = np.inf if key == "logits" else np.nan
+    return FeatureCache(
+        logits=arrays["logits"], features=arrays["features"], labels=arrays["labels"],
+        head_weight=arrays["head_weight"], head_bias=arrays["head_bias"],
+        prenorm_features=arrays["prenorm_features"], source="train.npz",
+        extra={"odin_score": arrays["odin_score"]},
+    )  # fmt: skip
+
+
+def _subset(cache: FeatureCache, keep) -> FeatureCache:
+    return FeatureCache(
+        logits=cache.logits[keep], features=cache.features[keep], labels=cache.labels[keep],
+        head_weight=cache.head_weight, head_bias=cache.head_bias,
+        prenorm_features=cache.prenorm_features[keep], source="clean.npz",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", scores.available())
+@pytest.mark.parametrize("key", ["features", "logits"])
+def test_non_finite_training_rows_never_change_scores_silently(method, key, caplog):
+    """Every method: two non-finite training rows give exactly the scores of a fit on the
+    finite rows (with a warning counting them when the method fits on training rows)."""
+    train, test = _cache(60, 1), _cache(30, 2)
+    bad_rows = [3, 17]
+    poisoned = _with_nan_rows(train, bad_rows, key)
+    keep = np.setdiff1d(np.arange(len(train)), bad_rows)
+    reference = scores.get(method).fit(_subset(train, keep)).score(test)
+    if "train" not in scores.get(method).needs:
+        # prior from the labels only, or nothing fitted: every row is kept, nothing changes
+        reference = scores.get(method).fit(train).score(test)
+    with caplog.at_level("WARNING"):
+        got = scores.get(method).fit(poisoned).score(test)
+    np.testing.assert_allclose(got, reference, rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert np.isfinite(got).all() or not np.isfinite(reference).all()
+    warned = "2 of 60 training rows of train.npz have non-finite logits or features" in caplog.text
+    assert warned == ("train" in scores.get(method).needs)
+    doc = sys.modules[type(scores.get(method)).__module__].__doc__
+    if scores.get(method).fitted or "train" in scores.get(method).needs:
+        assert "training rows" in doc.lower(), f"{method}: policy not documented"
+
+
+@pytest.mark.parametrize("method", FITTED)
+def test_a_class_without_finite_training_rows(method, caplog):
+    train, test = _cache(100, 1), _cache(30, 2)
+    poisoned = _with_nan_rows(train, np.flatnonzero(train.labels == 2))
+    scorer = scores.get(method)
+    if scorer.per_class_fit:
+        with pytest.raises(InputError, match=r"every training row of class\(es\) \[2\] has"):
+            scorer.fit(poisoned)
+        return
+    keep = np.flatnonzero(train.labels != 2)
+    reference = scores.get(method).fit(_subset(train, keep)).score(test)
+    np.testing.assert_allclose(scorer.fit(poisoned).score(test), reference, rtol=1e-9)
+
+
+def test_all_training_rows_non_finite_is_refused():
+    train = _with_nan_rows(_cache(10, 1), slice(None))
+    with pytest.raises(InputError, match=r"train\.npz: all 10 training rows have non-finite"):
+        scores.get("knn", k=2).fit(train)
+
+
+def test_colliding_split_names_are_refused(caches, tmp_path, capsys):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    save_cache(other / "split~id_test.npz", _cache(20, 9))
+    rc = _cli(
+        "score", "--method", "msp", "--features", caches / "split~id_test.npz",
+        "--features", other / "split~id_test.npz", "--out", tmp_path / "s.parquet",
+    )  # fmt: skip
+    assert rc == 2
+    _one_line_error(capsys, f"{other / 'split~id_test.npz'}: split name 'id_test' collides")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def _score(caches, out, method="msp"):
+    return _cli(
+        "score", "--method", method, "--features", caches / "split~id_test.npz",
+        "--features", caches / "split~ood_test.npz", "--out", out,
+    )  # fmt: skip
+
+
+def test_duplicate_images_in_a_score_table_are_refused_by_evaluate(caches, capsys):
+    import pandas as pd
+
+    assert _score(caches, caches / "s.parquet") == 0
+    df = pd.read_parquet(caches / "s.parquet")
+    pd.concat([df, df[df["split"] == "id_test"]]).to_parquet(caches / "doubled.parquet")
+    capsys.readouterr()
+    args = ["--row", "{}", "--table", "t", "--row-id", "r", "--n-boot", "0"]
+    rc = _cli("evaluate", "--scores", caches / "doubled.parquet", *args, "--out", caches / "r.json")
+    assert rc == 2
+    _one_line_error(capsys, "doubled.parquet", "20 duplicate (split, index) rows")
+
+
+@pytest.mark.parametrize("stage", ["score", "score_stats", "fuse", "evaluate"])
+def test_out_equal_to_an_input_is_refused_and_the_input_kept(caches, capsys, stage):
+    feats = caches / "split~id_test.npz"
+    assert _score(caches, caches / "s.parquet") == 0
+    capsys.readouterr()
+    victim = {"score": feats, "score_stats": feats, "fuse": caches / "s.parquet"}.get(
+        stage, caches / "s.parquet"
+    )
+    before = victim.read_bytes()
+    if stage == "score":
+        rc = _score(caches, feats)
+    elif stage == "score_stats":
+        rc = _cli("score", "--method", "msp", "--features", feats, "--stats-out", feats,
+                  "--out", caches / "x.parquet")  # fmt: skip
+    elif stage == "fuse":
+        rc = _cli("fuse", "--scores", victim, "--out", victim)
+    else:
+        rc = _cli("evaluate", "--scores", victim, "--row", "{}", "--table", "t", "--row-id",
+                  "r", "--out", victim)  # fmt: skip
+    assert rc == 2
+    _one_line_error(capsys, "is also an input", str(victim))
+    assert victim.read_bytes() == before
+
+
+def _corrupt_npz(path, how: str):
+    good = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif how == "bad_crc":
+        i = good.index(b"\x93NUMPY") + 300  # inside the first array's data
+        path.write_bytes(good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :])
+    elif how == "npy_renamed":
+        with open(path, "wb") as fh:
+            np.save(fh, np.zeros(3))
+    elif how == "directory":
+        path.unlink()
+        path.mkdir()
+
+
+@pytest.mark.parametrize(
+    "how, why",
+    [
+        ("truncated", "not a readable .npz file (BadZipFile"),
+        ("bad_crc", "not a readable .npz file (BadZipFile: Bad CRC-32"),
+        ("npy_renamed", "a single .npy array, not an .npz archive"),
+        ("directory", "is a directory, not an .npz file"),
+    ],
+)
+@pytest.mark.parametrize("role", ["--features", "--train-features"])
+def test_unreadable_caches_get_one_line(caches, capsys, how, why, role):
+    target = caches / ("split~id_test.npz" if role == "--features" else "split~train.npz")
+    _corrupt_npz(target, how)
+    rc = _cli(
+        "score", "--method", "knn", "--train-features", caches / "split~train.npz",
+        "--features", caches / "split~id_test.npz", "--out", caches / "s.parquet",
+    )  # fmt: skip
+    assert rc == 2
+    _one_line_error(capsys, f"{target}: {why}")
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (lambda p: p.mkdir(), "is a directory, not a .parquet score file"),
+        (lambda p: p.write_bytes(b"PAR1 not really"), "cannot read scores: not a parquet file"),
+        (
+            lambda p: __import__("pandas").DataFrame({"a": [1]}).to_parquet(p),
+            "missing score columns ['split', 'index', 'label', 'id_score', 'pred'] (has ['a'])",
+        ),
+        (
+            lambda p: __import__("pandas")
+            .DataFrame({"split": ["a"], "index": [0], "label": [0.5], "id_score": [1.0],
+                        "pred": [0]})  # fmt: skip
+            .to_parquet(p),
+            "column 'label' must be integers, got float64",
+        ),
+    ],
+    ids=["directory", "not_parquet", "wrong_columns", "float_labels"],
+)
+def test_unreadable_score_tables_get_one_line(tmp_path, capsys, make, why):
+    bad = tmp_path / "scores.parquet"
+    make(bad)
+    for argv in (
+        ["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r"],
+        ["fuse", "--scores", bad],
+    ):
+        assert _cli(*argv, "--out", tmp_path / "o.out") == 2
+        _one_line_error(capsys, f"{bad}: {why}")
+
+
+def test_npz_given_as_prior_and_corrupt_prior(caches, capsys):
+    prior = caches / "prior.npz"
+    np.savez(prior, prior=np.full(C, 1 / C))
+    argv = ["score", "--method", "rp_msp", "--features", caches / "split~id_test.npz"]
+    assert _cli(*argv, "--prior", prior, "--out", caches / "s.parquet") == 2
+    _one_line_error(capsys, f"{prior}: an .npz archive; --prior takes a .npy vector")
+    bad = caches / "prior.npy"
+    bad.write_bytes(b"\x93NUMPY garbage")
+    assert _cli(*argv, "--prior", bad, "--out", caches / "s.parquet") == 2
+    _one_line_error(capsys, f"{bad}: not a readable .npy file")
+
+
+def test_non_json_model_spec_is_named(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from sure_ood.models import SPEC_KEY, read_spec
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={SPEC_KEY: "{not json"})
+    with pytest.raises(InputError, match=r"model\.safetensors: metadata 'sure_ood_model_spec' is"):
+        read_spec(path)
+    save_file({"w": torch.zeros(2)}, str(path), metadata={SPEC_KEY: json.dumps([1, 2])})
+    with pytest.raises(InputError, match=r"is not a JSON object"):
+        read_spec(path)
