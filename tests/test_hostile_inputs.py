@@ -285,8 +285,14 @@ def _arrays(**change) -> dict:
             r"no classes \('head_weight' has shape \(0, 6\), C = 0\)",
         ),
     ],
-    ids=["float_labels", "complex_logits", "complex_features", "bool_features",
-         "labels_out_of_range", "no_classes"],  # fmt: skip
+    ids=[
+        "float_labels",
+        "complex_logits",
+        "complex_features",
+        "bool_features",
+        "labels_out_of_range",
+        "no_classes",
+    ],  # fmt: skip
 )
 def test_bad_cache_contents_are_refused_naming_the_file(tmp_path, capsys, change, pattern):
     bad = tmp_path / "split~id_test.npz"
@@ -487,10 +493,13 @@ def test_unreadable_caches_get_one_line(caches, capsys, how, why, role):
             "missing score columns ['split', 'index', 'label', 'id_score', 'pred'] (has ['a'])",
         ),
         (
-            lambda p: __import__("pandas")
-            .DataFrame({"split": ["a"], "index": [0], "label": [0.5], "id_score": [1.0],
-                        "pred": [0]})  # fmt: skip
-            .to_parquet(p),
+            lambda p: (
+                __import__("pandas")
+                .DataFrame(
+                    {"split": ["a"], "index": [0], "label": [0.5], "id_score": [1.0], "pred": [0]}
+                )  # fmt: skip
+                .to_parquet(p)
+            ),
             "column 'label' must be integers, got float64",
         ),
     ],
