@@ -3,7 +3,8 @@
 - ``kill -9`` of a training job mid-epoch, then a rerun, ends with bit-identical weights to an
   uninterrupted run (CPU, one thread), for the baseline and for a SURE recipe (SAM, RegMixup,
   CRL, SWA);
-- a kill while the feature cache is written leaves no ``split~*.npz``;
+- a kill while the feature cache is written leaves no cache: SIGTERM leaves nothing at all,
+  SIGKILL a hidden temporary file that the rerun sweeps;
 - every file the package writes goes through ``sure_ood.io.atomic_path`` (a static scan);
 - checkpoints and training states are never unpickled;
 - a non-finite loss or feature stops the job, saying where;
@@ -219,22 +220,23 @@ def _extract_args(test_model: Path, data_dir: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-# numpy.savez writes a little, then hangs: the test kills the job in the middle of the write
+# the .npz writer writes a little, then hangs: the test kills the job in the middle of the write
 SLOW_WRITER = """
 import sys, time
 import numpy as np
-def savez(fh, **arrays):
-    fh.write(b"PK\\x03\\x04" + b"\\0" * 4096)
+def write_array(fh, array, **kw):
+    fh.write(b"\\0" * 4096)
     fh.flush()
     print("WRITING", flush=True)
     time.sleep(600)
-np.savez = savez
+np.lib.format.write_array = write_array
 from sure_ood.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_kill_during_extraction_leaves_no_cache(tmp_path, data_dir, test_model):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill9", "term"])
+def test_kill_during_extraction_leaves_no_cache(tmp_path, data_dir, test_model, sig):
     from sure_ood.cache import load_cache
 
     out = tmp_path / "features/view~center/split~id_test.npz"
@@ -245,11 +247,19 @@ def test_kill_during_extraction_leaves_no_cache(tmp_path, data_dir, test_model):
             [sys.executable, "-c", SLOW_WRITER, *args], stdout=fh, stderr=fh, env=_env()
         )
         _wait_for(lambda: "WRITING" in log.read_text(), proc)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         proc.wait(60)
-    assert not list(out.parent.glob("split~*.npz")), "a killed extraction left a cache"
-    # the rerun writes a complete cache
+    assert not out.exists(), "a killed extraction left a cache"
+    # what is left is only the hidden temporary file of a SIGKILL (no process can catch it);
+    # SIGTERM removes it at once
+    left = sorted(os.listdir(out.parent))
+    if sig == signal.SIGTERM:
+        assert proc.returncode == -signal.SIGTERM and left == [], left
+    else:
+        assert len(left) == 1 and left[0].startswith(".split~id_test.") and "tmp" in left[0]
+    # the rerun sweeps the stale temporary file and writes a complete cache
     assert main(args) == 0
+    assert sorted(os.listdir(out.parent)) == ["split~id_test.npz"]
     cache = load_cache(out)
     assert len(cache) > 0 and np.isfinite(cache.logits).all()
 
