@@ -541,3 +541,158 @@ def test_non_json_model_spec_is_named(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path), metadata={SPEC_KEY: json.dumps([1, 2])})
     with pytest.raises(InputError, match=r"is not a JSON object"):
         read_spec(path)
+
+
+# ---- writes that leave nothing behind -------------------------------------------------------
+import contextlib  # noqa: E402
+import errno  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import zipfile  # noqa: E402
+
+from sure_ood.io import OutputError, atomic_path, sweep_stale_temporaries, write_json  # noqa: E402
+
+
+def _listing(folder) -> list[str]:
+    """Every name in ``folder``, hidden ones included (a glob like ``split~*`` misses them)."""
+    return sorted(os.listdir(folder))
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_callers_umask(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        write_json(tmp_path / "row.json", {"a": 1})
+        save_npz(tmp_path / "c.npz", x=np.zeros(2))
+    finally:
+        os.umask(old)
+    for name in ("row.json", "c.npz"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+WRITER = """
+import sys, time
+from sure_ood.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"partial")
+    print("WRITING", flush=True)
+    time.sleep(120)
+"""
+
+
+def _start_writer(out):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "WRITING"
+    return proc
+
+
+def test_sigterm_during_a_write_leaves_nothing(tmp_path):
+    out = tmp_path / "split~id_test.npz"
+    proc = _start_writer(out)
+    assert len(_listing(tmp_path)) == 1  # the hidden temporary file
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == -signal.SIGTERM  # still dies of the signal (Snakemake sees it)
+    assert _listing(tmp_path) == []
+
+
+def test_a_sigkilled_writers_temporary_is_swept_by_the_next_write(tmp_path):
+    out = tmp_path / "split~id_test.npz"
+
+    def temporaries(prefix=".split~id_test."):
+        return [n for n in _listing(tmp_path) if n.startswith(prefix)]
+
+    first = _start_writer(out)
+    (first_tmp,) = temporaries()
+    second = _start_writer(out)  # a running writer's temporary file is never swept
+    other = _start_writer(tmp_path / "other.npz")  # another file's writer
+    assert len(temporaries()) == 2
+    first.kill()
+    first.wait(60)
+    assert sweep_stale_temporaries(out) == [tmp_path / first_tmp]
+    assert len(temporaries()) == 1 and first_tmp not in temporaries()
+    for p in (second, other):
+        p.kill()
+        p.wait(60)
+    save_npz(out, x=np.zeros(2))  # the rerun sweeps the dead writer's file
+    assert temporaries() == [] and "split~id_test.npz" in _listing(tmp_path)
+    assert len(temporaries(".other.")) == 1  # not a temporary of this file: left alone
+
+
+def test_a_long_name_still_fits_its_temporary_file(tmp_path):
+    out = tmp_path / ("r" * 250 + ".json")
+    write_json(out, {"ok": True})
+    assert json.loads(out.read_text()) == {"ok": True} and _listing(tmp_path) == [out.name]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_disk_full_and_read_only_name_the_file(caches, capsys, monkeypatch, code):
+    import pandas as pd
+
+    def fail(self, path, *a, **kw):
+        with open(path, "wb") as fh:
+            fh.write(b"PAR1")
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", fail)
+    out = caches / "out" / "s.parquet"
+    assert _score(caches, out) == 2
+    err = _one_line_error(capsys, f"{out}: cannot write the output ({os.strerror(code)}")
+    assert ("the disk is full" in err) == (code == errno.ENOSPC)
+    assert _listing(out.parent) == []
+
+
+@pytest.fixture()
+def tiny_fs(tmp_path):
+    """A 64 kB tmpfs (root only): a real full disk."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                       capture_output=True)  # fmt: skip
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_really_full_disk_names_the_file(caches, tiny_fs, capsys):
+    filler = tiny_fs / "filler"
+    with open(filler, "wb", buffering=0) as fh:  # fill the disk to its last byte
+        with contextlib.suppress(OSError):
+            while True:
+                fh.write(b"x" * 512)
+    out = tiny_fs / "scores.parquet"
+    assert _score(caches, out) == 2
+    _one_line_error(capsys, f"{out}: cannot write the output (No space left on device")
+    assert _listing(tiny_fs) == ["filler"]
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True)
+    assert _score(caches, tiny_fs / "s.parquet") == 2
+    _one_line_error(capsys, f"{tiny_fs / 's.parquet'}: cannot write the output (Read-only")
+
+
+def test_npz_and_json_bytes_do_not_depend_on_time_or_order(tmp_path, monkeypatch):
+    import time
+
+    arrays = {"b": np.arange(3.0), "a": np.ones((2, 2), np.float32)}
+    save_npz(tmp_path / "1.npz", **arrays)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    save_npz(tmp_path / "2.npz", **dict(reversed(arrays.items())))
+    assert (tmp_path / "1.npz").read_bytes() == (tmp_path / "2.npz").read_bytes()
+    with zipfile.ZipFile(tmp_path / "1.npz") as zf:
+        assert [i.filename for i in zf.infolist()] == ["a.npy", "b.npy"]
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert load_cache is not None and np.load(tmp_path / "1.npz")["b"].tolist() == [0, 1, 2]
+    write_json(tmp_path / "1.json", {"z": 1, "a": {"y": 2, "b": 3}})
+    write_json(tmp_path / "2.json", {"a": {"b": 3, "y": 2}, "z": 1})
+    assert (tmp_path / "1.json").read_bytes() == (tmp_path / "2.json").read_bytes()
+
+
+def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "x.json") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("writer bug")
+    assert _listing(tmp_path) == []
+    assert issubclass(OutputError, InputError)
