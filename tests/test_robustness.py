@@ -513,3 +513,62 @@ def test_paths_with_spaces_quotes_and_shell_syntax_are_inert(tmp_path, test_mode
     assert log.exists()
     assert not [p for p in tmp_path.rglob("pwned*")], "a config value was run by a shell"
     assert not list(Path.cwd().glob("pwned*"))
+
+
+# ---- same inputs, same bytes ---------------------------------------------------------------
+def test_identical_inputs_give_byte_identical_outputs(tmp_path, data_dir, test_model):
+    """finalize_swa, extract and score, each run twice in fresh processes on the same inputs,
+    write files with the same sha256 (the hashes every row's provenance records)."""
+    import hashlib
+
+    import torch
+
+    from sure_ood.models import build_model, model_spec
+
+    torch.manual_seed(0)
+    spec = model_spec(MODEL, 6, {"head": "linear"})
+    state = {"spec": json.dumps(spec), "model": build_model(spec).state_dict(), "epoch": 1}
+    torch.save(state, tmp_path / "state.pt")
+    summary = tmp_path / "run.json"
+    summary.write_text(json.dumps({"state": str(tmp_path / "state.pt"), "epochs": 1}))
+
+    def cli(*args):
+        r = subprocess.run([str(BIN / "sure-ood"), *map(str, args)], env=_env(),
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+
+    digests: dict[str, set[str]] = {}
+    for i in (1, 2, 3, 4):  # finalize (cheap) four times: an unordered writer shows up
+        d = tmp_path / f"try{i}"
+        cli("finalize_swa", "--summary", summary, "--out", d / "final.safetensors")
+        if i > 2:
+            f = d / "final.safetensors"
+            digests["final.safetensors"].add(hashlib.sha256(f.read_bytes()).hexdigest())
+            continue
+        cli(*_extract_args(test_model, data_dir, d / "split~id_test.npz"))
+        cli(
+            "score", "--method", "knn", "--param", "k=5",
+            "--train-features", d / "split~id_test.npz", "--features", d / "split~id_test.npz",
+            "--stats-out", d / "stats.npz", "--out", d / "scores.parquet",
+        )  # fmt: skip
+        for f in sorted(d.iterdir()):
+            digests.setdefault(f.name, set()).add(hashlib.sha256(f.read_bytes()).hexdigest())
+    assert set(digests) == {
+        "final.safetensors", "split~id_test.npz", "stats.npz", "scores.parquet"
+    }  # fmt: skip
+    differ = sorted(name for name, h in digests.items() if len(h) != 1)
+    why = ""
+    if "final.safetensors" in differ:
+        headers = {_safetensors_parts(tmp_path / f"try{i}/final.safetensors") for i in (1, 2)}
+        if len({(json.dumps(json.loads(h), sort_keys=True), t) for h, t in headers}) == 1:
+            why = " (final.safetensors: same tensors and metadata, only the key order differs)"
+    assert not differ, f"identical runs wrote different bytes: {differ}{why}"
+
+
+def _safetensors_parts(path: Path) -> tuple[bytes, bytes]:
+    """(JSON header, tensor bytes) of a safetensors file."""
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return raw[8 : 8 + n], raw[8 + n :]
