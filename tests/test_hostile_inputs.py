@@ -423,14 +423,12 @@ def test_duplicate_images_in_a_score_table_are_refused_by_evaluate(caches, capsy
     _one_line_error(capsys, "doubled.parquet", "20 duplicate (split, index) rows")
 
 
-@pytest.mark.parametrize("stage", ["score", "score_stats", "fuse", "evaluate"])
+@pytest.mark.parametrize("stage", ["score", "score_stats", "fuse", "evaluate", "merge_features"])
 def test_out_equal_to_an_input_is_refused_and_the_input_kept(caches, capsys, stage):
     feats = caches / "split~id_test.npz"
     assert _score(caches, caches / "s.parquet") == 0
     capsys.readouterr()
-    victim = {"score": feats, "score_stats": feats, "fuse": caches / "s.parquet"}.get(
-        stage, caches / "s.parquet"
-    )
+    victim = feats if stage in ("score", "score_stats", "merge_features") else caches / "s.parquet"
     before = victim.read_bytes()
     if stage == "score":
         rc = _score(caches, feats)
@@ -439,6 +437,8 @@ def test_out_equal_to_an_input_is_refused_and_the_input_kept(caches, capsys, sta
                   "--out", caches / "x.parquet")  # fmt: skip
     elif stage == "fuse":
         rc = _cli("fuse", "--scores", victim, "--out", victim)
+    elif stage == "merge_features":
+        rc = _cli("merge_features", "--shards", feats, "--out", feats)
     else:
         rc = _cli("evaluate", "--scores", victim, "--row", "{}", "--table", "t", "--row-id",
                   "r", "--out", victim)  # fmt: skip
