@@ -427,8 +427,11 @@ def _unsafe_writes(path: Path, base: Path = ROOT) -> list[str]:
                 if isinstance(c, ast.Call) and isinstance(v, ast.Name):
                     n = _name(c).split(".")[-1]
                     arg0 = c.args[0] if c.args else None
+                    # a file handle opened on a safe path, or a zip archive written into one
                     if n == "atomic_path" or (
-                        n == "open" and isinstance(arg0, ast.Name) and arg0.id in safe | add
+                        n in ("open", "ZipFile")
+                        and isinstance(arg0, ast.Name)
+                        and arg0.id in safe | add
                     ):
                         add.add(v.id)
             safe = safe | add
@@ -443,6 +446,9 @@ def _unsafe_writes(path: Path, base: Path = ROOT) -> list[str]:
                 if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
                     target = node.args[0] if node.args else node.func.value
                     key = "open"
+                    receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+                    if isinstance(receiver, ast.Name) and receiver.id in safe:
+                        target = receiver  # a member of an archive opened on a safe path
             elif key is not None:
                 idx = WRITES[key]
                 if idx is None and (isinstance(node.func, ast.Name) or name.startswith("io.")):
@@ -477,12 +483,16 @@ def test_the_write_scan_catches_a_direct_write(tmp_path):
         "def c(p):\n    with open(p, 'a') as fh:\n        fh.write('x')\n"
         "def d(p, state):\n    torch.save(state, p)\n"
         "def e(p):\n    write_text(p, 'x')\n    Path(p).write_bytes(b'')\n"
+        "def f(p, q):\n    with atomic_path(p) as tmp, open(tmp, 'wb') as fh, ZipFile(fh) as z:\n"
+        "        z.open('a', 'w')\n"
+        "    with ZipFile(q, 'w') as y:\n        y.open('b', 'w')\n"
     )
     assert [b.split(": ")[0] for b in _unsafe_writes(f, tmp_path)] == [
         "probe.py:2",
         "probe.py:7",
         "probe.py:10",
         "probe.py:13",
+        "probe.py:18",
     ]
 
 
