@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sure_ood.io import InputError
+from sure_ood.io import InputError, error_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -227,9 +227,7 @@ def read_score_table(path: str | os.PathLike, columns: Sequence[str] = SCORE_COL
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types; one line for all
-        raise InputError(
-            f"{path}: cannot read scores: not a parquet file ({_first_line(e)})"
-        ) from e
+        raise InputError(f"{path}: cannot read scores: not a parquet file ({error_line(e)})") from e
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise InputError(
@@ -255,8 +253,3 @@ def _check_score_frame(df: pd.DataFrame, path: Path) -> None:
                 f"{path}: {int(dup.sum())} duplicate (split, index) rows, e.g. split "
                 f"{row['split']!r} index {int(row['index'])}; an image would be counted twice"
             )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"

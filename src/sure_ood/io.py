@@ -239,7 +239,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{path}: not a readable .npz file ({_first_line(e)})") from e
+        raise InputError(f"{path}: not a readable .npz file ({error_line(e)})") from e
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise InputError(f"{path}: a single .npy array, not an .npz archive of named arrays")
     try:
@@ -247,10 +247,11 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
             return {k: data[k] for k in data.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         # truncated member, bad CRC, pickled objects: one line naming the file
-        raise InputError(f"{path}: not a readable .npz file ({_first_line(e)})") from e
+        raise InputError(f"{path}: not a readable .npz file ({error_line(e)})") from e
 
 
-def _first_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
+    """``Type: first line of the message``: a library's error, shortened to one line."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sure_ood.io import InputError, atomic_path, save_npz
+from sure_ood.io import InputError, atomic_path, error_line, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def load_prior(path: str | os.PathLike, num_classes: int | None) -> np.ndarray:
     try:
         prior = np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - zip, pickle, truncation: one line naming the file
-        raise InputError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from e
+        raise InputError(f"{path}: not a readable .npy file ({error_line(e)})") from e
     if not isinstance(prior, np.ndarray):
         prior.close()
         raise InputError(f"{path}: an .npz archive; --prior takes a .npy vector (length C)")
