@@ -8,6 +8,14 @@ from sure_ood.config import validate_config
 min_version("9.0")
 
 
+# ---- trust: config files are data (sure_ood.trust) -----------------------------------------
+# The workflow profiles refuse a templated or oversized config before Snakemake loads it; this
+# block repeats the check for runs without them (--workflow-profile none, the Python API).
+from sure_ood.trust import check_config_files, check_config_tree
+
+check_config_files(workflow.overwrite_configfiles or ["config/config.yaml"])
+
+
 # The embedded default, unless the command line names config files: `--configfile X` must
 # run X alone, not X merged into the default (which would add the default's models, tables...).
 if not workflow.overwrite_configfiles:
@@ -17,6 +25,7 @@ if not workflow.overwrite_configfiles:
 
 # Our validator first: its messages name the key path of every problem (recipes.sure.epochs:
 # ...). Snakemake's validate then fills in the schema's defaults.
+check_config_tree(config)
 validate_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 

@@ -3,7 +3,8 @@
 - ``kill -9`` of a training job mid-epoch, then a rerun, ends with bit-identical weights to an
   uninterrupted run (CPU, one thread), for the baseline and for a SURE recipe (SAM, RegMixup,
   CRL, SWA);
-- a kill while the feature cache is written leaves no ``split~*.npz``;
+- a kill while the feature cache is written leaves no cache: SIGTERM leaves nothing at all,
+  SIGKILL a hidden temporary file that the rerun sweeps;
 - every file the package writes goes through ``sure_ood.io.atomic_path`` (a static scan);
 - checkpoints and training states are never unpickled;
 - a non-finite loss or feature stops the job, saying where;
@@ -219,22 +220,23 @@ def _extract_args(test_model: Path, data_dir: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-# numpy.savez writes a little, then hangs: the test kills the job in the middle of the write
+# the .npz writer writes a little, then hangs: the test kills the job in the middle of the write
 SLOW_WRITER = """
 import sys, time
 import numpy as np
-def savez(fh, **arrays):
-    fh.write(b"PK\\x03\\x04" + b"\\0" * 4096)
+def write_array(fh, array, **kw):
+    fh.write(b"\\0" * 4096)
     fh.flush()
     print("WRITING", flush=True)
     time.sleep(600)
-np.savez = savez
+np.lib.format.write_array = write_array
 from sure_ood.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_kill_during_extraction_leaves_no_cache(tmp_path, data_dir, test_model):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill9", "term"])
+def test_kill_during_extraction_leaves_no_cache(tmp_path, data_dir, test_model, sig):
     from sure_ood.cache import load_cache
 
     out = tmp_path / "features/view~center/split~id_test.npz"
@@ -245,11 +247,19 @@ def test_kill_during_extraction_leaves_no_cache(tmp_path, data_dir, test_model):
             [sys.executable, "-c", SLOW_WRITER, *args], stdout=fh, stderr=fh, env=_env()
         )
         _wait_for(lambda: "WRITING" in log.read_text(), proc)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         proc.wait(60)
-    assert not list(out.parent.glob("split~*.npz")), "a killed extraction left a cache"
-    # the rerun writes a complete cache
+    assert not out.exists(), "a killed extraction left a cache"
+    # what is left is only the hidden temporary file of a SIGKILL (no process can catch it);
+    # SIGTERM removes it at once
+    left = sorted(os.listdir(out.parent))
+    if sig == signal.SIGTERM:
+        assert proc.returncode == -signal.SIGTERM and left == [], left
+    else:
+        assert len(left) == 1 and left[0].startswith(".split~id_test.") and "tmp" in left[0]
+    # the rerun sweeps the stale temporary file and writes a complete cache
     assert main(args) == 0
+    assert sorted(os.listdir(out.parent)) == ["split~id_test.npz"]
     cache = load_cache(out)
     assert len(cache) > 0 and np.isfinite(cache.logits).all()
 
@@ -417,8 +427,11 @@ def _unsafe_writes(path: Path, base: Path = ROOT) -> list[str]:
                 if isinstance(c, ast.Call) and isinstance(v, ast.Name):
                     n = _name(c).split(".")[-1]
                     arg0 = c.args[0] if c.args else None
+                    # a file handle opened on a safe path, or a zip archive written into one
                     if n == "atomic_path" or (
-                        n == "open" and isinstance(arg0, ast.Name) and arg0.id in safe | add
+                        n in ("open", "ZipFile")
+                        and isinstance(arg0, ast.Name)
+                        and arg0.id in safe | add
                     ):
                         add.add(v.id)
             safe = safe | add
@@ -433,6 +446,9 @@ def _unsafe_writes(path: Path, base: Path = ROOT) -> list[str]:
                 if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
                     target = node.args[0] if node.args else node.func.value
                     key = "open"
+                    receiver = node.func.value if isinstance(node.func, ast.Attribute) else None
+                    if isinstance(receiver, ast.Name) and receiver.id in safe:
+                        target = receiver  # a member of an archive opened on a safe path
             elif key is not None:
                 idx = WRITES[key]
                 if idx is None and (isinstance(node.func, ast.Name) or name.startswith("io.")):
@@ -467,12 +483,16 @@ def test_the_write_scan_catches_a_direct_write(tmp_path):
         "def c(p):\n    with open(p, 'a') as fh:\n        fh.write('x')\n"
         "def d(p, state):\n    torch.save(state, p)\n"
         "def e(p):\n    write_text(p, 'x')\n    Path(p).write_bytes(b'')\n"
+        "def f(p, q):\n    with atomic_path(p) as tmp, open(tmp, 'wb') as fh, ZipFile(fh) as z:\n"
+        "        z.open('a', 'w')\n"
+        "    with ZipFile(q, 'w') as y:\n        y.open('b', 'w')\n"
     )
     assert [b.split(": ")[0] for b in _unsafe_writes(f, tmp_path)] == [
         "probe.py:2",
         "probe.py:7",
         "probe.py:10",
         "probe.py:13",
+        "probe.py:18",
     ]
 
 
@@ -503,3 +523,62 @@ def test_paths_with_spaces_quotes_and_shell_syntax_are_inert(tmp_path, test_mode
     assert log.exists()
     assert not [p for p in tmp_path.rglob("pwned*")], "a config value was run by a shell"
     assert not list(Path.cwd().glob("pwned*"))
+
+
+# ---- same inputs, same bytes ---------------------------------------------------------------
+def test_identical_inputs_give_byte_identical_outputs(tmp_path, data_dir, test_model):
+    """finalize_swa, extract and score, each run twice in fresh processes on the same inputs,
+    write files with the same sha256 (the hashes every row's provenance records)."""
+    import hashlib
+
+    import torch
+
+    from sure_ood.models import build_model, model_spec
+
+    torch.manual_seed(0)
+    spec = model_spec(MODEL, 6, {"head": "linear"})
+    state = {"spec": json.dumps(spec), "model": build_model(spec).state_dict(), "epoch": 1}
+    torch.save(state, tmp_path / "state.pt")
+    summary = tmp_path / "run.json"
+    summary.write_text(json.dumps({"state": str(tmp_path / "state.pt"), "epochs": 1}))
+
+    def cli(*args):
+        r = subprocess.run([str(BIN / "sure-ood"), *map(str, args)], env=_env(),
+                           capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+
+    digests: dict[str, set[str]] = {}
+    for i in (1, 2, 3, 4):  # finalize (cheap) four times: an unordered writer shows up
+        d = tmp_path / f"try{i}"
+        cli("finalize_swa", "--summary", summary, "--out", d / "final.safetensors")
+        if i > 2:
+            f = d / "final.safetensors"
+            digests["final.safetensors"].add(hashlib.sha256(f.read_bytes()).hexdigest())
+            continue
+        cli(*_extract_args(test_model, data_dir, d / "split~id_test.npz"))
+        cli(
+            "score", "--method", "knn", "--param", "k=5",
+            "--train-features", d / "split~id_test.npz", "--features", d / "split~id_test.npz",
+            "--stats-out", d / "stats.npz", "--out", d / "scores.parquet",
+        )  # fmt: skip
+        for f in sorted(d.iterdir()):
+            digests.setdefault(f.name, set()).add(hashlib.sha256(f.read_bytes()).hexdigest())
+    assert set(digests) == {
+        "final.safetensors", "split~id_test.npz", "stats.npz", "scores.parquet"
+    }  # fmt: skip
+    differ = sorted(name for name, h in digests.items() if len(h) != 1)
+    why = ""
+    if "final.safetensors" in differ:
+        headers = {_safetensors_parts(tmp_path / f"try{i}/final.safetensors") for i in (1, 2)}
+        if len({(json.dumps(json.loads(h), sort_keys=True), t) for h, t in headers}) == 1:
+            why = " (final.safetensors: same tensors and metadata, only the key order differs)"
+    assert not differ, f"identical runs wrote different bytes: {differ}{why}"
+
+
+def _safetensors_parts(path: Path) -> tuple[bytes, bytes]:
+    """(JSON header, tensor bytes) of a safetensors file."""
+    import struct
+
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return raw[8 : 8 + n], raw[8 + n :]

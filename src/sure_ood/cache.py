@@ -50,6 +50,7 @@ class FeatureCache:
 
     def __post_init__(self) -> None:
         self.validate()
+        self.labels = np.asarray(self.labels).astype(np.int64, copy=False)
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +60,9 @@ class FeatureCache:
         return int(self.labels.shape[0])
 
     def validate(self) -> None:
+        from sure_ood.inputs import check_cache  # dtypes, C and D >= 1, label range
+
+        check_cache(self)
         src = self.source
         if self.head_type not in HEAD_TYPES:
             raise InputError(
@@ -130,7 +134,7 @@ def load_cache(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Featu
     return FeatureCache(
         logits=arrays["logits"],
         features=arrays["features"],
-        labels=arrays["labels"].astype(np.int64),
+        labels=arrays["labels"],
         head_weight=arrays["head_weight"],
         head_type=str(arrays["head_type"]),
         head_bias=arrays.get("head_bias"),

@@ -205,6 +205,7 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
     _check_models(config)
     _check_recipes(config, Path(base_dir) if base_dir is not None else Path.cwd())
     _check_published(config)
+    _check_split_sizes(config.get("benchmark", {}))
     models, recipes = config.get("models", {}), config.get("recipes", {})
     registered = set(scores.available())
     for mid, m in config.get("methods", {}).items():
@@ -265,6 +266,7 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
                 raise ConfigError(f"{path}.seeds: duplicate seeds {row['seeds']}")
             _check_replicates(path, row)
             _check_row_options(config, path, row)
+            _check_name_lengths(path, row)
         ref = t.get("reference_row")
         if ref is not None and ref not in t["rows"]:
             raise ConfigError(
@@ -495,6 +497,71 @@ def _check_published(config: dict) -> None:
                 )
 
 
+# ---- hostile values: names within file-system limits, splits that leave no class empty ----
+MAX_NAME_BYTES = 255  # longest file or folder name on common file systems (ext4, xfs, APFS)
+# a split share below this is checked against the data (the built-in sources have >= 170
+# images per class and <= 10 classes, so larger shares always leave every class a few images)
+RISKY_SHARE = 0.05
+
+
+def _check_name_lengths(path: str, row: dict) -> None:
+    """A test model's id (model, recipe, seeds and test-time switches) is a folder name."""
+    for rep in row_replicates(row):
+        for tm in row_test_models(row, rep):
+            n = len(tm.id.encode())
+            if n > MAX_NAME_BYTES:
+                raise ConfigError(
+                    f"{path}.seeds: the test-model id {tm.id[:60]!r}... built from the row's "
+                    f"model, recipe and seeds is {n} bytes; file names are limited to "
+                    f"{MAX_NAME_BYTES} (use shorter ids or fewer seeds)"
+                )
+
+
+def _check_split_sizes(bench: dict) -> None:
+    """A split fraction that leaves a split (or a class in it) without images is an error
+    naming the key, found before any job runs. Built-in sources only: image folders are
+    counted by ``prepare_data``. The check runs the real split on the class ids, and only
+    when a share is small enough to be at risk (loading the source costs a second)."""
+    from sure_ood.data import ARRAY_SOURCES, load_array_source, split_open_set
+
+    split = bench.get("split")
+    if bench.get("source") not in ARRAY_SOURCES or not split or len(split) < 3:
+        return
+    total = sum(float(v) for v in split.values())
+    if total <= 0:
+        return
+    share = {f"benchmark.split.{k}": float(v) / total for k, v in split.items()}
+    ood = float(bench.get("ood_fraction", 1.0))
+    if ood < 1.0:
+        share["benchmark.ood_fraction"] = min(ood, 1.0 - ood)
+    key = min(share, key=share.get)
+    if share[key] >= RISKY_SHARE:
+        return
+    value = split.get(key.rsplit(".", 1)[1], ood)
+    known, unknown = bench.get("known_classes", []), bench.get("unknown_classes", [])
+    _, class_ids = load_array_source(bench["source"])
+    try:
+        idx = split_open_set(class_ids, known, unknown, split, ood, bench.get("seed", 0))
+    except ValueError as e:
+        raise ConfigError(
+            f"{key}: {value} leaves a split without an image of some class of "
+            f"{bench['source']!r} ({e})"
+        ) from e
+    for name, classes in (
+        ("train", known),
+        ("val", known),
+        ("id_test", known),
+        ("ood_test", unknown),
+    ):
+        empty = sorted(set(classes) - set(class_ids[idx[name]].tolist()))
+        if empty:
+            where = "benchmark.ood_fraction" if name == "ood_test" else f"benchmark.split.{name}"
+            raise ConfigError(
+                f"{where}: split {name!r} gets no image of class(es) {empty} of "
+                f"{bench['source']!r}; raise the fraction"
+            )
+
+
 # ---- schema validation with key paths ------------------------------------------------------
 ID_HINT = "ids are lowercase letters, digits and underscores ([a-z0-9_]+)"
 
@@ -529,7 +596,7 @@ def _describe(e) -> list[str]:
     path = key_path(e.absolute_path)
     where = path or "<config>"
     if "propertyNames" in e.absolute_schema_path:
-        return [f"{key_path([*e.absolute_path, e.instance])}: bad id {e.instance!r}; {ID_HINT}"]
+        return [_bad_id(e)]
     if e.validator == "additionalProperties" and isinstance(e.instance, dict):
         allowed = list(e.schema.get("properties", {}))
         patterns = list(e.schema.get("patternProperties", {}))
@@ -559,6 +626,20 @@ def _describe(e) -> list[str]:
         what = e.schema.get("description", "one of the allowed forms")
         return [f"{where}: {e.instance!r} is not valid; expected {what} (closest: {detail})"]
     return [f"{where}: {e.message}"]
+
+
+def _bad_id(e) -> str:
+    """A bad id (a key of models, recipes, tables, rows...): what is wrong, and the rule. Long
+    ids are shown shortened: the limit keeps every file name built from an id under 255 bytes."""
+    ident = str(e.instance)
+    shown = ident if len(ident) <= 40 else f"{ident[:40]}..."
+    limit = e.schema.get("maxLength")
+    if e.validator == "maxLength":
+        why = f"{len(ident)} characters, more than {limit}"
+    else:
+        why = f"bad id {shown!r}"
+    rule = f"{ID_HINT}, at most {limit} characters" if limit else ID_HINT
+    return f"{key_path([*e.absolute_path, shown])}: {why}; {rule}"
 
 
 def load_schema(path: str | os.PathLike) -> dict:

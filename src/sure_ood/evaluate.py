@@ -140,12 +140,9 @@ def _mean_per_split(per_rep: list[dict]) -> dict:
 
 
 def _read_scores(path: Path):
-    import pandas as pd
+    from sure_ood.inputs import read_score_table
 
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read scores ({e})") from e
+    return read_score_table(path)
 
 
 def seed_statistics(per_replicate: list[dict]) -> dict:
@@ -248,6 +245,14 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from sure_ood.inputs import check_out_not_input
+
+    check_out_not_input(
+        args.out,
+        [("--scores", p) for p in args.scores]
+        + [("--checkpoints", p) for p in args.checkpoints]
+        + [("--features", p) for p in args.features],
+    )
     res = evaluate(
         args.scores,
         json.loads(args.row),

@@ -51,15 +51,9 @@ def _split_name(path: Path) -> str:
 
 
 def _read_scores(path: Path) -> pd.DataFrame:
-    import pandas as pd
+    from sure_ood.inputs import read_score_table  # readable, columns, dtypes, unique rows
 
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read scores ({e})") from e
-    missing = [c for c in KEYS + ["label", "id_score", "pred"] if c not in df.columns]
-    if missing:
-        raise InputError(f"{path}: missing score columns {missing}")
+    df = read_score_table(path, KEYS + ["label", "id_score", "pred"])
     return df.sort_values(KEYS, kind="stable").reset_index(drop=True)
 
 
@@ -140,6 +134,12 @@ def fuse(score_paths: list[Path], fusion: str = "mean", feature_paths=()) -> pd.
 
 
 def run(args: argparse.Namespace) -> int:
+    from sure_ood.inputs import check_out_not_input
+
+    check_out_not_input(
+        args.out,
+        [("--scores", p) for p in args.scores] + [("--features", p) for p in args.features],
+    )
     out = fuse(args.scores, args.fusion, args.features)
     with atomic_path(args.out) as tmp:
         out.to_parquet(tmp, index=False)

@@ -65,6 +65,9 @@ def merge(shards: Sequence[Path], out: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sure_ood.inputs import check_out_not_input
+
+    check_out_not_input(args.out, [("--shards", p) for p in args.shards])
     merged = merge(args.shards, args.out)
     print(f"{args.out}: {len(merged)} images from {len(args.shards)} shards")
     return 0

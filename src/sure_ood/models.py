@@ -105,7 +105,13 @@ def read_spec(path: str | os.PathLike) -> dict:
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
     if SPEC_KEY not in meta:
         raise InputError(f"{path}: no {SPEC_KEY!r} in the safetensors metadata")
-    return json.loads(meta[SPEC_KEY])
+    try:
+        spec = json.loads(meta[SPEC_KEY])
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: metadata {SPEC_KEY!r} is not valid JSON ({e})") from e
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: metadata {SPEC_KEY!r} is not a JSON object")
+    return spec
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu"):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sure_ood.io import InputError, atomic_path, save_npz
+from sure_ood.io import InputError, atomic_path, error_line, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,17 @@ def load_prior(path: str | os.PathLike, num_classes: int | None) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: prior file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a .npy prior")
     try:
         prior = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"{path}: not a readable .npy file ({e})") from e
+    except Exception as e:  # noqa: BLE001 - zip, pickle, truncation: one line naming the file
+        raise InputError(f"{path}: not a readable .npy file ({error_line(e)})") from e
+    if not isinstance(prior, np.ndarray):
+        prior.close()
+        raise InputError(f"{path}: an .npz archive; --prior takes a .npy vector (length C)")
+    if prior.dtype.kind not in "fiu":
+        raise InputError(f"{path}: the prior must be real numbers, got dtype {prior.dtype}")
     return check_prior(prior, num_classes, str(path))
 
 
@@ -101,10 +108,12 @@ def score_files(
 
     from sure_ood import scores
     from sure_ood.cache import load_cache
+    from sure_ood.inputs import check_same_space, check_split_names
 
     scorer = scores.get(method, **(params or {}))
     if not feature_paths:
         raise InputError("no --features file given")
+    check_split_names(feature_paths, split_name)
     needed = scorer.required_keys()
 
     train = None
@@ -127,6 +136,8 @@ def score_files(
     first_classes: tuple[int, str] | None = None
     for path in feature_paths:
         cache = _load_for(path, needed, method)
+        if train is not None:
+            check_same_space(train, cache, method)
         if first_classes is None:
             first_classes = (cache.num_classes, str(path))
         elif cache.num_classes != first_classes[0]:
@@ -189,6 +200,12 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--method is required (or --list)")
     if not args.out:
         raise InputError("--out is required")
+    from sure_ood.inputs import check_out_not_input
+
+    inputs = [("--features", f) for f in args.features]
+    inputs += [("--train-features", args.train_features), ("--prior", args.prior)]
+    check_out_not_input(args.out, inputs)
+    check_out_not_input(args.stats_out, inputs)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     df = score_files(
         args.method,

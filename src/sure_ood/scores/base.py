@@ -40,6 +40,9 @@ class Scorer:
     name: ClassVar[str] = ""
     needs: frozenset[str] = frozenset({"logits"})
     fitted: bool = False
+    # statistics per class (class means...): a class left without finite training rows is an
+    # error, not a class quietly missing from the fit (sure_ood.inputs.finite_training_rows)
+    per_class_fit: ClassVar[bool] = False
     _state_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
@@ -71,6 +74,10 @@ class Scorer:
             return self
         if "train" in self.needs and train is None:
             raise InputError(f"method {self.name!r} is fitted on training features; none given")
+        if "train" in self.needs:
+            from sure_ood.inputs import finite_training_rows
+
+            train = finite_training_rows(train, self.name, self.per_class_fit)
         if train is not None:
             self._num_classes = train.num_classes
         if "prior" in self.needs:

@@ -6,6 +6,10 @@ S(x) = logsumexp((W * M) h + b). Sun & Li, "DICE: Leveraging Sparsification for
 Out-of-Distribution Detection", ECCV 2022 (OpenOOD ``dice``). Cosine head (our extension): the
 same on the normalised weights and features, z = tau (W_hat * M) h_hat (after the eval clip).
 Reads: features, head (+ training features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (the mean feature is estimated from the finite
+rows).
 """
 
 from __future__ import annotations

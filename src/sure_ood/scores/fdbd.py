@@ -7,6 +7,10 @@ Liu & Qin, "Fast Decision Boundary based Out-of-Distribution Detector", ICML 202
 linear heads; for a cosine head the same formula is applied to the cosine logits and the
 normalised weights and feature (boundary distance on the unit sphere, our extension).
 Reads: logits, features, head (+ training features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (the mean training feature is estimated from the
+finite rows).
 """
 
 from __future__ import annotations

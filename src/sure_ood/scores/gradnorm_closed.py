@@ -6,6 +6,9 @@ cached feature (unclipped), q uniform (``target: uniform``) or the training clas
 NeurIPS 2021); for a cosine head it is the SSB-OSR "pseudo-GradNorm" (spec 7.6), not the
 gradient of any layer. ``features: prenorm_features`` uses the pre-final-norm feature instead.
 Reads: logits, features (+ prior).
+
+Training rows: only their labels are read (the class prior), so non-finite logits or features
+in them change nothing and all rows are kept.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ d_k = mean of softmax(z) over training images predicted k (classes never predict
 out); S(x) = -min_k KL(p || d_k), p = softmax(z). Hendrycks et al., "Scaling Out-of-Distribution
 Detection for Real-World Settings", ICML 2022 (OpenOOD ``klm`` and pytorch-ood fit on ID
 validation data; we fit on the training cache). Reads: logits (+ training logits).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (each template is the mean of the finite rows).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ partial sort), blocks spread over the CPUs with single-threaded BLAS each, so no
 waits on a sort. Memory O(workers * block * N_train), never N x N_train.
 ``precision``: float32 (default; s_K to ~1e-7, the ranking of a float64 run) or float64.
 Reads: features (+ training features, a bank of all labelled training images).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (the neighbour bank holds the finite rows).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ features (sklearn EmpiricalCovariance; precision by pseudo-inverse);
 S(x) = -min_c (h - mu_c)^T Sigma^-1 (h - mu_c). Lee et al., "A Simple Unified Framework for
 Detecting Out-of-Distribution Samples and Adversarial Attacks", NeurIPS 2018 (OpenOOD ``mds``,
 no input pre-processing). Reads: features (+ labelled training features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (means and covariance come from the finite rows).
+Refused when a class is left with no finite row: its mean would be missing.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Mahalanobis(Scorer):
     name = "mahalanobis"
     needs = frozenset({"features", "train"})
     fitted = True
+    per_class_fit = True
     _state_keys = ("means", "precision")
 
     def __init__(self) -> None:

@@ -4,6 +4,9 @@ t = percentile(training features, p) over all entries (p = 90); h' = min(h, t);
 S(x) = logsumexp(head(h')) with the actual head (linear: W h' + b; cosine: tau cos(h', W),
 after its own eval-time clip). Sun et al., "ReAct: Out-of-distribution Detection With
 Rectified Activations", NeurIPS 2021. Reads: features, head (+ training features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (the percentile is taken over the finite rows).
 """
 
 from __future__ import annotations

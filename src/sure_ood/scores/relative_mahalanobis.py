@@ -4,6 +4,10 @@ d_c(h) = (h - mu_c)^T Sigma^-1 (h - mu_c) (as in ``mahalanobis``), d_0(h) the sa
 and covariance of all training features; S(x) = -min_c (d_c(h) - d_0(h)). Ren et al., "A Simple
 Fix to Mahalanobis Distance for Improving Near-OOD Detection", arXiv 2021 (OpenOOD ``rmds``).
 Reads: features (+ labelled training features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (as Mahalanobis, and the background statistics).
+Refused when a class is left with no finite row.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ S(x) = ||h||_1 * ||pi - p||_1 / (D * C), p = softmax(z) at T = 1 of the cached l
 cached feature (for a cosine head: unclipped, the clip only enters the logits). Jiang et al.,
 ICML 2023 (CP funcs.py:182-199); SSB-OSR test_osr_ood_TTA.py:50-55. Reads: logits, features,
 prior.
+
+Training rows: only their labels are read (the class prior), so non-finite logits or features
+in them change nothing and all rows are kept.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 S(x) = max_c (p_c - pi_c), p = softmax(z) at T = 1, pi the training class prior. Jiang et al.,
 "Detecting Out-of-distribution Data through In-distribution Class Prior", ICML 2023 (CP code
 funcs.py:26-45). Reads: logits, prior.
+
+Training rows: only their labels are read (the class prior), so non-finite logits or features
+in them change nothing and all rows are kept.
 """
 
 from __future__ import annotations

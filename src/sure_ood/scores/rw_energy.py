@@ -3,6 +3,9 @@
 S(x) = (1 - cos(p, pi)) * T * logsumexp(z / T), p = softmax(z) at T = 1. Jiang et al., ICML
 2023 (CP code funcs.py:144-166). Logs a warning when a base score is negative (the factor then
 reverses the order). Reads: logits, prior.
+
+Training rows: only their labels are read (the class prior), so non-finite logits or features
+in them change nothing and all rows are kept.
 """
 
 from __future__ import annotations

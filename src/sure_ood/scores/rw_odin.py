@@ -3,6 +3,9 @@
 S(x) = (1 - cos(p, pi)) * ODIN(x), p = softmax(z) at T = 1 of the clean (cached) logits, ODIN at
 its (T, epsilon) precomputed by the ``odin`` rule (cache key ``odin_score``). Jiang et al.,
 ICML 2023 (CP funcs.py:84-127). Reads: logits, prior, odin_score.
+
+Training rows: only their labels are read (the class prior), so non-finite logits or features
+in them change nothing and all rows are kept.
 """
 
 from __future__ import annotations

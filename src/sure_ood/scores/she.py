@@ -5,6 +5,10 @@ m_c = mean training feature of the images of class c that the model classifies c
 Zhang et al., "Out-of-Distribution Detection based on In-Distribution Data Patterns
 Memorization with Modern Hopfield Energy", ICLR 2023 (OpenOOD ``she``, inner product).
 Reads: logits, features (+ labelled training logits and features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (patterns are means of the finite rows). Refused
+when a class is left with no finite row: its pattern would be missing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class SHE(Scorer):
     name = "she"
     needs = frozenset({"logits", "features", "train"})
     fitted = True
+    per_class_fit = True
     _state_keys = ("patterns",)
 
     def __init__(self) -> None:

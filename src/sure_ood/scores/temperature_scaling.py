@@ -4,6 +4,9 @@ S(x) = max_c softmax(z / T)_c. With ``fit_temperature`` T minimises the NLL of t
 labels (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017; OpenOOD
 ``temp_scaling`` fits on ID validation data); otherwise T = ``temperature``.
 Reads: logits (+ labelled training logits when fitted).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (T is fitted on the finite rows).
 """
 
 from __future__ import annotations

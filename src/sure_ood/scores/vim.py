@@ -6,6 +6,10 @@ r(h) = ||R^T (h - o)||_2; alpha = mean_train max_c z_c / mean_train r(h);
 S(x) = logsumexp(z) - alpha r(h). ``dim`` >= D is capped to D // 2 (pytorch-ood's rule).
 Wang et al., "ViM: Out-Of-Distribution with Virtual-logit Matching", CVPR 2022 (OpenOOD ``vim``,
 dim 256 for ViT-B). Reads: logits, features, head (+ training logits and features).
+
+Non-finite training rows (NaN/inf in their logits or features) are left out of the fitted
+statistics, with a warning that counts them (origin and principal space come from the finite
+rows).
 """
 
 from __future__ import annotations
