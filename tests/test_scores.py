@@ -111,7 +111,7 @@ def test_temperature_scaling(train, test):
     assert not fixed.fitted  # nothing to fit
     np.testing.assert_allclose(fixed.score(test), softmax_rows(test.logits, 3.0).max(1))
 
-    ts = fitted("temperature_scaling", train)
+    ts = scores.get("temperature_scaling").fit(val=train)  # fitted on the validation split
 
     def nll(t):
         p = softmax_rows(train.logits, t)
@@ -475,7 +475,7 @@ def test_every_method_generic(name, head):
     if scorer.fitted:
         with pytest.raises(RuntimeError, match="fitted"):
             scorer.score(te_id)
-    scorer.fit(tr)
+    scorer.fit(tr, val=tr)  # "val" methods fit on the validation cache
     s_id, s_ood = scorer.score(te_id), scorer.score(te_ood)
     assert s_id.shape == (len(te_id),) and s_id.dtype == np.float64
     np.testing.assert_array_equal(scorer.score(te_id), s_id)  # deterministic
@@ -543,7 +543,15 @@ def files(tmp_path):
 
 def test_cli_list(capsys):
     assert run_cli("--list") == 0
-    assert capsys.readouterr().out.split() == scores.available()
+    out = capsys.readouterr().out
+    heads = [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert heads == scores.available()
+    # each method: description, what it fits on, paper (venue, year), reference code
+    block = out.split("\nrp_gradnorm: ")[1].split("\n", 6)
+    assert "RP+GradNorm" in block[0]
+    assert "fits on:   the class prior" in out.split("\nrp_gradnorm: ")[1]
+    assert "paper:     Jiang et al., ICML 2023" in out
+    assert "reference: https://github.com/tmlr-group/class_prior" in out
 
 
 def test_cli_scores_parquet(files, capsys):

@@ -207,7 +207,7 @@ def test_kl_matching_pytorch_ood(pair):
 def test_temperature_scaling_pytorch_ood(pair):
     tr, te = pair
     det = pod.TemperatureScaling(None).fit_logits(t64(tr.logits), t64(tr.labels))
-    ours = scores.get("temperature_scaling").fit(tr)
+    ours = scores.get("temperature_scaling").fit(val=tr)
 
     def nll(t):
         return F.cross_entropy(t64(tr.logits) / t, t64(tr.labels)).item()

@@ -16,6 +16,7 @@ from sure_ood.config import (
     row_replicates,
     row_test_models,
 )
+from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
 
 check_config(config)
@@ -209,6 +210,16 @@ def get_method(wildcards):
     return method_config(config, wildcards.method)
 
 
+def get_score_code(wildcards):
+    """The code version of one method's score jobs: the score stage and that method's own
+    module only, so adding, removing or editing another method (or a plugin) reruns nothing
+    here."""
+    from sure_ood import scores
+
+    cls = scores.method_class(method_config(config, wildcards.method)["method"])
+    return method_code_version(cls.__module__)
+
+
 def method_needs(method_id):
     from sure_ood import scores
 
@@ -243,6 +254,8 @@ def get_score_inputs(wildcards):
     inputs = {"features": features, "prior": f"{OUT}/data/prior.npy"}
     if "train" in needs:
         inputs["train"] = feature_path(tm, "center", "train")
+    if "val" in needs:  # the held-out validation split (e.g. temperature scaling)
+        inputs["val"] = feature_path(tm, "center", "val")
     return inputs
 
 
@@ -256,6 +269,8 @@ def get_score_args(wildcards, input):
     args += [f"--features {shlex.quote(f)}" for f in input.features]
     if "train" in input.keys():
         args.append(f"--train-features {shlex.quote(input.train)}")
+    if "val" in input.keys():
+        args.append(f"--val-features {shlex.quote(input.val)}")
     args.append(f"--prior {shlex.quote(input.prior)}")
     return " ".join(args)
 

@@ -96,6 +96,20 @@ def check_logits_match_head(cache: FeatureCache, rows: int = 64) -> None:
 class GradNorm(Scorer):
     name = "gradnorm"
     needs = frozenset({"logits", "features", "head"})
+    description = (
+        "L1 norm of the last layer's weight gradient of KL(uniform || softmax), exact for the "
+        "actual head"
+    )
+    paper = "Huang et al., NeurIPS 2021"
+    reference = (
+        "https://github.com/deeplearning-wisc/gradnorm_ood; OpenOOD `gradnorm` (sums over classes:"
+        " C x our value, same ranking)"
+    )
+    cosine_head = (
+        "the exact gradient through the cosine head (not rank-1); it depends on the feature only "
+        "through its direction, so the feature-magnitude signal is lost (see "
+        "method.md#gradnorm-and-the-cosine-head)."
+    )
 
     def __init__(self, temperature: float = 1.0, precision: str = "float32") -> None:
         super().__init__()

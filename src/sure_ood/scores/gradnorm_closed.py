@@ -28,6 +28,16 @@ from sure_ood.scores.base import (
 class GradNormClosed(Scorer):
     name = "gradnorm_closed"
     needs = frozenset({"logits", "features"})
+    description = (
+        "closed-form GradNorm ||softmax(z / T) - q||_1 ||h||_1 / T on the raw cached feature, q "
+        "uniform or the class prior"
+    )
+    paper = "Huang et al., NeurIPS 2021; Jiang et al., ICML 2023"
+    reference = "https://github.com/LIYangggggg/SSB-OSR (test_osr_ood_TTA.py)"
+    cosine_head = (
+        "the linear-head formula applied to the raw feature with the cosine softmax: the SSB-OSR "
+        "pseudo-GradNorm, not the gradient of any layer."
+    )
     _state_keys = ("prior",)
 
     def __init__(
