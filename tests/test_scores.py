@@ -106,6 +106,38 @@ def test_msp_maxlogit_energy_entropy(test):
     np.testing.assert_allclose(scores.get("entropy").score(test), ref, rtol=1e-10)
 
 
+def test_python_api_scores_numpy_arrays(train, test):
+    """No cache file: a logits-only method takes logits alone; fitted methods take arrays."""
+    z = test.logits
+    np.testing.assert_allclose(scores.get("msp").score(logits=z), softmax_rows(z, 1.0).max(1))
+    with pytest.raises(InputError, match=r"method 'rp_gradnorm' reads \['features'\]"):
+        scores.get("rp_gradnorm").fit(prior=np.full(C, 1 / C)).score(logits=z)
+    knn = scores.get("knn", k=3).fit(scores.arrays(features=train.features, labels=train.labels))
+    np.testing.assert_allclose(
+        knn.score(features=test.features), scores.get("knn", k=3).fit(train).score(test)
+    )
+    with pytest.raises(InputError, match="'features' not given"):
+        scores.get("knn", k=3).fit(scores.arrays(logits=train.logits, labels=train.labels))
+
+
+def test_temperature_scaling_warns_at_a_bound(caplog):
+    # perfectly separated validation logits: the NLL keeps falling as T -> 0
+    z = np.eye(3)[np.arange(30) % 3] * 10.0
+    val = scores.arrays(logits=z, labels=np.arange(30) % 3)
+    with caplog.at_level(logging.WARNING):
+        ts = scores.get("temperature_scaling").fit(val=val)
+    assert ts.fitted_temperature < 1.0
+    assert "at the bound" in caplog.text and "accuracy 100.0 %" in caplog.text
+    with pytest.raises(InputError, match="fitted on the validation split; none given"):
+        scores.get("temperature_scaling").fit(train=val)
+
+
+def test_temperature_scaling_no_warning_inside(train, caplog):
+    with caplog.at_level(logging.WARNING):
+        scores.get("temperature_scaling").fit(val=train)
+    assert "at the bound" not in caplog.text
+
+
 def test_temperature_scaling(train, test):
     fixed = scores.get("temperature_scaling", temperature=3.0, fit_temperature=False)
     assert not fixed.fitted  # nothing to fit
@@ -254,6 +286,16 @@ def _ash_s_ref(h, pct):
     return out
 
 
+def _ash_bp_ref(h, pct, variant):
+    """ASH-B (kept entries set to sum(h) / k) and ASH-P (kept entries as they are)."""
+    out = np.zeros_like(h)
+    k = h.shape[1] - int(round(h.shape[1] * pct / 100))
+    for i, row in enumerate(h):
+        keep = np.argsort(row)[::-1][:k]
+        out[i, keep] = row.sum() / k if variant == "b" else row[keep]
+    return out
+
+
 def _scale_ref(h, pct):
     out = np.zeros_like(h)
     k = h.shape[1] - int(round(h.shape[1] * pct / 100))
@@ -270,6 +312,20 @@ def test_ash_and_scale():
         scores.get("ash", percentile=75.0).score(te),
         _energy_linear(_ash_s_ref(te.features, 75.0), te),
         rtol=1e-9,
+    )
+    for variant in ("b", "p"):
+        np.testing.assert_allclose(
+            scores.get("ash", percentile=75.0, variant=variant).score(te),
+            _energy_linear(_ash_bp_ref(te.features, 75.0, variant), te),
+            rtol=1e-9,
+        )
+    with pytest.raises(InputError, match="'variant' must be one of"):
+        scores.get("ash", variant="x")
+    # a cosine head ignores ASH-S's positive rescale: variants s and p agree there
+    cos = make_cache(30, 2, head="cosine")
+    cos.features = np.abs(cos.features)
+    np.testing.assert_allclose(
+        scores.get("ash", variant="s").score(cos), scores.get("ash", variant="p").score(cos)
     )
     np.testing.assert_allclose(
         scores.get("scale", percentile=60.0).score(te),

@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         names = scores.available()
         if args.builtin:
             names = [n for n in names if catalog.is_builtin(n)]
-        print(catalog.markdown(names) if args.markdown else catalog.text(names), end="\n")
+        print((catalog.markdown(names) if args.markdown else catalog.text(names)).rstrip("\n"))
         if not args.builtin:
             for reason in plugins.broken().values():
                 print(f"sure-ood score: warning: {reason}", file=sys.stderr)

@@ -125,7 +125,8 @@ class Scorer:
             raise RuntimeError(
                 f"method {self.name!r} must be fitted (fit(train, prior)) before it can score"
             )
-        if self._num_classes is not None and cache.num_classes != self._num_classes:
+        known = self._num_classes is not None and cache.num_classes is not None
+        if known and cache.num_classes != self._num_classes:
             raise InputError(
                 f"{cache.source}: has {cache.num_classes} classes but method {self.name!r} "
                 f"was fitted with {self._num_classes}"
@@ -312,14 +313,15 @@ class ArrayCache:
         raise InputError(f"arrays: {key!r} not given")
 
     @property
-    def num_classes(self) -> int:
+    def num_classes(self) -> int | None:
+        """From head_weight, logits or labels; None when only features were given."""
         if "head_weight" in self._arrays:
             return int(np.shape(self._arrays["head_weight"])[0])
         if "logits" in self._arrays:
             return int(np.shape(self._arrays["logits"])[1])
         if "labels" in self._arrays:
             return int(np.max(self._arrays["labels"])) + 1
-        raise InputError("arrays: give logits (or a head_weight) to fix the number of classes")
+        return None
 
     def __len__(self) -> int:
         return self._n
@@ -428,13 +430,17 @@ def check_prior(prior: Any, num_classes: int | None, source: str) -> np.ndarray:
 
 
 def train_labelled(train: FeatureCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, logits, labels) of the labelled (ID) training images."""
+    """(features, logits, labels) of the labelled (ID) training images.
+
+    logits is None for :func:`arrays` given without logits (methods fitted on features only).
+    """
     keep = train.labels >= 0
     if not keep.any():
         raise InputError(f"{train.source}: no labelled images to fit on")
+    has_logits = not isinstance(train, ArrayCache) or "logits" in train._arrays
     return (
         np.asarray(train.features[keep], dtype=np.float64),
-        np.asarray(train.logits[keep], dtype=np.float64),
+        np.asarray(train.logits[keep], dtype=np.float64) if has_logits else None,
         train.labels[keep],
     )
 

@@ -10,9 +10,9 @@ After ``pip install`` the method is listed by ``sure-ood score --list`` and usab
 (docs/adding-a-method.md). Entry points are read once, on the first registry look-up, with the
 standard library's :mod:`importlib.metadata` (no plugin framework needed).
 
-A plugin that fails to import does not break the other methods: it is reported (warning) and
-asking for it raises an InputError naming the plugin and its package. Two methods with one name
-are an error naming both.
+A plugin that fails to import does not break the other methods: ``score --list`` reports it
+on stderr, and asking for it raises an InputError naming the plugin and its package. Two
+methods with one name are an error naming both.
 """
 
 from __future__ import annotations
@@ -54,18 +54,18 @@ def _load() -> None:
             _broken[ep.name] = (
                 f"{origin}: cannot import {ep.value}: {type(e).__name__}: {e}".replace("\n", " ")
             )
-            log.warning("%s", _broken[ep.name])
+            log.debug("%s", _broken[ep.name])
             continue
         if not (isinstance(cls, type) and issubclass(cls, Scorer)):
             _broken[ep.name] = f"{origin}: {ep.value} is not a sure_ood.scores.Scorer subclass"
-            log.warning("%s", _broken[ep.name])
+            log.debug("%s", _broken[ep.name])
             continue
         if cls.name != ep.name:
             _broken[ep.name] = (
                 f"{origin}: the entry point is named {ep.name!r} but {ep.value}.name is "
                 f"{cls.name!r}; they must match"
             )
-            log.warning("%s", _broken[ep.name])
+            log.debug("%s", _broken[ep.name])
             continue
         try:
             register(cls, origin=origin)

@@ -55,7 +55,10 @@ class TemperatureScaling(Scorer):
         lo, hi = np.log(BOUNDS[0]), np.log(BOUNDS[1])
         res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
         self.fitted_temperature = float(np.exp(res.x))
-        if min(res.x - lo, hi - res.x) < 1e-3:
+        # at a bound, or a bound is as good (the NLL went flat at 0 on separable logits)
+        tol = 1e-9 * max(1.0, abs(res.fun))
+        at_bound = min(res.x - lo, hi - res.x) < 1e-3 or min(nll(lo), nll(hi)) <= res.fun + tol
+        if at_bound:
             log.warning(
                 "temperature_scaling: the fitted temperature %.4g is at the bound of %s "
                 "(%d validation images, accuracy %.1f %%): the fit did not converge inside it",
