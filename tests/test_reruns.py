@@ -96,11 +96,13 @@ def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
     assert rules <= {"score", "fuse", "evaluate", "histogram", "table", "all"}, jobs
     scores = [o for rule, o in jobs if rule == "score"]
     assert scores and all("/method~energy/" in o for o in scores), scores
-    for rule in ("fuse", "evaluate", "histogram"):  # a one-view row may have no fuse job
+    for rule in ("fuse", "evaluate"):  # a one-view row may have no fuse job
         outs = [o for r, o in jobs if r == rule]
         assert outs or rule == "fuse", (rule, jobs)
         assert all(any(f"/{t}/{r}" in o for t, r in rows) for o in outs), (rule, outs)
     assert {Path(o).stem for r, o in jobs if r == "table"} == {t for t, _ in rows}
+    # one histogram job per table (figures/<table>/ holds every row's PNG)
+    assert {Path(o).name for r, o in jobs if r == "histogram"} == {t for t, _ in rows}
 
 
 @pytest.mark.workflow

@@ -21,7 +21,6 @@ measures training noise; they answer different questions and are reported side b
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 from pathlib import Path
 
@@ -231,9 +230,12 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from sure_ood.args import check_suffix, json_arg
+
+    check_suffix(args.out, "--out", ".json", what="the row as JSON")
     res = evaluate(
         args.scores,
-        json.loads(args.row),
+        json_arg(args.row, "--row"),
         args.table,
         args.row_id,
         args.checkpoints,
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         args.nan_policy,
         replicates=args.replicates or None,
-        config_subtree=json.loads(args.config) if args.config else None,
+        config_subtree=json_arg(args.config, "--config") if args.config else None,
     )
     write_json(args.out, res)
     print(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sure_ood.args import check_suffix
 from sure_ood.io import InputError, atomic_path, save_npz
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--method is required (or --list)")
     if not args.out:
         raise InputError("--out is required")
+    check_suffix(args.out, "--out", ".parquet", what="a parquet table")
+    if args.stats_out:
+        check_suffix(args.stats_out, "--stats-out", ".npz", what="an .npz archive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     df = score_files(
         args.method,

@@ -119,10 +119,8 @@ def get_all_targets():
     targets = []
     for table in config["tables"]:
         targets += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "html")]
-        targets += [
-            f"{OUT}/figures/{table}/{row}.png"
-            for row in config["tables"][table]["rows"]
-        ]
+        # one histogram job per table: every row's PNG in figures/<table>/, and the grid
+        targets += [f"{OUT}/figures/{table}", f"{OUT}/figures/{table}.png"]
     return targets
 
 
@@ -384,6 +382,22 @@ def get_table_rows(wildcards):
         f"{OUT}/rows/{wildcards.table}/{row}.json"
         for row in get_table(wildcards)["rows"]
     ]
+
+
+def get_histogram_inputs(wildcards):
+    """Every row of a table: its JSON and its headline (first replicate) fused scores."""
+    rows = get_table(wildcards)["rows"]
+    return {
+        "rows": [f"{OUT}/rows/{wildcards.table}/{row}.json" for row in rows],
+        "scores": [
+            fused_path(
+                wildcards.table,
+                row,
+                row_replicates(resolve_row(config, wildcards.table, row))[0],
+            )
+            for row in rows
+        ],
+    }
 
 
 def get_table_scores(wildcards):
