@@ -191,8 +191,11 @@ def check_images(paths: Sequence[str], mode: str = "decode", workers: int = 1) -
         return {}
     if mode not in VERIFY_MODES:
         raise InputError(f"benchmark.verify_images: {mode!r} is not one of {VERIFY_MODES}")
+    from sure_ood.progress import track
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         reasons = pool.map(lambda p: check_image(p, mode), paths, chunksize=64)
+        reasons = track(reasons, len(paths), f"prepare_data: check images ({mode})")
         return {p: r for p, r in zip(paths, reasons, strict=True) if r is not None}
 
 
