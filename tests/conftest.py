@@ -25,7 +25,7 @@ def copy_workflow(dest: Path) -> Path:
     """Copy what a user checks out (Snakefile, workflow/, config/) into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "Snakefile", dest / "Snakefile")
-    for d in ("workflow", "config", "envs"):
+    for d in ("workflow", "config", "envs", "profiles"):
         shutil.copytree(ROOT / d, dest / d, dirs_exist_ok=True)
     return dest
 
