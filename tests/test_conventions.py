@@ -78,3 +78,17 @@ def test_workflow_catalog_metadata():
     # the catalog's usage conventions: config/ with config.yaml and README.md, a LICENSE
     for name in ("config/config.yaml", "config/README.md", "LICENSE", "envs/sure-ood.yaml"):
         assert (ROOT / name).is_file(), name
+
+
+def test_posthoc_tables_use_the_model_with_its_final_layernorm():
+    """As the published post-hoc table: its RP+GradNorm row is the tricks table's `sure` row."""
+    from sure_ood.config import resolve_row, row_test_models
+
+    for name in ("config.yaml", "digits_osr.yaml"):
+        cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+
+        def test_model(table, row, cfg=cfg):
+            return [tm.id for tm in row_test_models(resolve_row(cfg, table, row), 0)]
+
+        assert test_model("posthoc", "rp_gradnorm") == test_model("tricks", "sure"), name
+        assert not any(tm.endswith("-noln") for tm in test_model("posthoc", "msp")), name
