@@ -9,6 +9,7 @@ registry is touched. Broken plugins are hand-made ``.dist-info`` folders with an
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,3 +185,40 @@ def test_two_methods_with_one_name(tmp_path):
         "two methods named 'msp': module sure_ood.scores.msp and plugin 'msp' (package "
         "dup-plugin)" in r.stderr
     )
+
+
+# ---- in the workflow: a copy of the session's digits run, dry runs only ---------------------
+@pytest.mark.workflow
+def test_installing_a_plugin_reruns_nothing_and_its_row_only_its_jobs(
+    digits_run, installed, tmp_path
+):
+    import yaml
+    from conftest import snakemake_env
+    from test_reruns import CONFIG, _dry_run, _up_to_date_copy
+
+    env = snakemake_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(installed), env.get("PYTHONPATH", "")])
+    work = _up_to_date_copy(digits_run, tmp_path / "run")
+    assert _dry_run(work, env) == []  # installed: no existing job reruns
+    cfg = yaml.safe_load((work / CONFIG).read_text())
+    cfg["tables"]["posthoc"]["rows"]["margin"] = {"method": "logit_margin"}
+    (work / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs = _dry_run(work, env)
+    assert sorted(r for r, _ in jobs) == ["evaluate", "histogram", "score", "table"], jobs
+    assert "/method~logit_margin/" in dict(jobs)["score"]
+
+
+@pytest.mark.workflow
+def test_rerun_one_row_target_first_schedules_one_job(digits_run, tmp_path):
+    """The README's form (target, then --forcerun) reruns one job; the other form does not."""
+    from conftest import run_snakemake
+    from test_reruns import CONFIG, _up_to_date_copy
+
+    work = _up_to_date_copy(digits_run, tmp_path / "run")
+    target = "results/digits_osr/rows/posthoc/energy.json"
+    r = run_snakemake(work, "-n", f"--configfile={CONFIG}", target, "--forcerun", "evaluate")
+    assert re.search(r"^evaluate\s+1$", r.stdout, re.M) and re.search(
+        r"^total\s+1$", r.stdout, re.M
+    ), r.stdout[-3000:]
+    r = run_snakemake(work, "-n", f"--configfile={CONFIG}", "--forcerun", "evaluate", target)
+    assert int(re.search(r"^total\s+(\d+)$", r.stdout, re.M).group(1)) > 1
