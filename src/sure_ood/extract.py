@@ -74,7 +74,8 @@ def forward_cache(
     model.eval()
     try:
         with torch.inference_mode(), autocast(amp, device):
-            batches = track(loader, len(loader.dataset), desc, size=lambda b: len(b[1]))
+            total = len(loader.dataset) if hasattr(loader, "dataset") else None
+            batches = track(loader, total, desc, size=lambda b: len(b[1]))
             for x, y, _ in batches:
                 x = x.to(device, non_blocking=non_blocking)
                 if channels_last:

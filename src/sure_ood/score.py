@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--method is required (or --list)")
     if not args.out:
         raise InputError("--out is required")
-    check_suffix(args.out, "--out", ".parquet", what="a parquet table")
+    check_suffix(args.out, "--out", ".parquet", ".pq", what="a parquet table")
     if args.stats_out:
         check_suffix(args.stats_out, "--stats-out", ".npz", what="an .npz archive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
