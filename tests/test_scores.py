@@ -550,7 +550,10 @@ def test_every_method_generic(name, head):
 
 
 def test_cosine_gradnorm_is_direction_only():
-    """Spec 7.6: the true cosine-head GradNorm ignores the feature norm (no clip)."""
+    """The true cosine-head GradNorm ignores the feature norm (no clip).
+
+    docs/method.md#gradnorm-and-the-cosine-head
+    """
     tr, te_id, te_ood = obvious_caches("cosine")
     s_id, s_ood = scores.get("gradnorm").score(te_id), scores.get("gradnorm").score(te_ood)
     assert np.all(np.isfinite(s_id)) and np.all(np.isfinite(s_ood))

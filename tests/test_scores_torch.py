@@ -368,7 +368,8 @@ def test_odin_pytorch_ood():
 
 
 def numpy_cosine_gradnorm(h, z, w, tau, t, clip):
-    """Spec 7.6 term by term on an [N, C, D] tensor (small sizes only)."""
+    """docs/method.md#gradnorm-and-the-cosine-head term by term on an [N, C, D] tensor (small
+    sizes only)."""
     x = np.minimum(h, clip if clip is not None else np.inf)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     w_norm = np.linalg.norm(w, axis=1)

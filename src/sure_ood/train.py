@@ -117,7 +117,8 @@ def _make_optimizer(params, recipe: dict):
 
 
 def num_epochs(recipe: dict) -> int:
-    """Epochs actually trained: SSB-OSR's loop runs ``epochs + 1`` (spec 4.2 quirk, a flag)."""
+    """Epochs actually trained: SSB-OSR's loop runs ``epochs + 1``
+    (docs/method.md#learning-rate-schedule)."""
     return int(recipe["epochs"]) + (1 if recipe.get("extra_final_epoch", False) else 0)
 
 

@@ -492,8 +492,8 @@ def softmax_l1(
     """||softmax(z / T) - q||_1 per row, computed in ``dtype``; float64 [N].
 
     ``target`` q is a scalar (1/C: the uniform distribution) or a [C] prior. The GradNorm
-    family's distance (spec 7.6). Row blocks of ~64k elements stay in the CPU's L2 cache,
-    so the seven elementwise passes cost about one pass over memory.
+    family's distance (docs/method.md#rp-gradnorm). Row blocks of ~64k elements stay in the
+    CPU's L2 cache, so the seven elementwise passes cost about one pass over memory.
     """
     q = np.asarray(target, dtype=dtype)
 

@@ -3,9 +3,9 @@
 S(x) = ||p^(T) - q||_1 * ||h||_1 / T, p^(T) = softmax(z / T) of the cached logits, h the raw
 cached feature (unclipped), q uniform (``target: uniform``) or the training class prior
 (``target: prior``). For a linear head and q uniform it equals true GradNorm (Huang et al.,
-NeurIPS 2021); for a cosine head it is the SSB-OSR "pseudo-GradNorm" (spec 7.6), not the
-gradient of any layer. ``features: prenorm_features`` uses the pre-final-norm feature instead.
-Reads: logits, features (+ prior).
+NeurIPS 2021); for a cosine head it is the SSB-OSR "pseudo-GradNorm"
+(docs/method.md#rp-gradnorm), not the gradient of any layer. ``features: prenorm_features`` uses the
+pre-final-norm feature instead. Reads: logits, features (+ prior).
 """
 
 from __future__ import annotations
