@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## run: the default workflow (config/config.yaml): every table and figure under results/
 run: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) --workflow-profile workflow/profiles/local $(ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) $(ARGS)
 
 ## test: unit tests (2 processes), then the workflow tests (real Snakemake, one at a time: they
 ## share one full run of config/digits_osr.yaml), including the SLURM test where root + apt

@@ -1,9 +1,10 @@
 """Vectorised GradNorm (sure_ood.scores) vs the per-sample torch backward loop (OpenOOD style).
 
 N = 10,000 images, D = 768, C = 1,000; linear head (closed form) and SSB-OSR cosine head
-(tau = 8, eval clip h <= 100; exact vectorised formula of spec 7.6). The loop is timed on a
-subset (default 500 images) and extrapolated linearly to N, which is fair: it does the same
-work per image. Loop and vectorised runs alternate for ``--repeats`` rounds; the best of
+(tau = 8, eval clip h <= 100; exact vectorised formula of
+docs/method.md#gradnorm-and-the-cosine-head). The loop is timed on a subset (default 500 images) and
+extrapolated linearly to N, which is fair: it does the same work per image. Loop and vectorised runs
+alternate for ``--repeats`` rounds; the best of
 each is compared. Prints seconds, the speed ratio and the max relative score difference.
 
     .venv/bin/python benchmarks/bench_gradnorm.py [--n 10000] [--loop-n 500] [--repeats 3]

@@ -320,7 +320,7 @@ def profile_noop(workdir: Path, cores: int, configfile: str, top: int = 25) -> l
         if any(k in fname for k in ("snakemake", "sure_ood", ".smk", "Snakefile")) or func in (
             "<module>",
         ):
-            short = fname.split("site-packages/")[-1].split("/work/main/")[-1]
+            short = fname.split("site-packages/")[-1].split(f"{ROOT}/")[-1]  # checkout-relative
             rows.append({"cum_s": round(ct, 3), "function": f"{short}:{line}({func})"})
     rows.sort(key=lambda r: -r["cum_s"])
     seen, out = set(), []

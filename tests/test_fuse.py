@@ -1,4 +1,5 @@
-"""Stage fuse (spec 8) and the five-crop views it fuses (spec 6), on hand-built inputs.
+"""Stage fuse (docs/method.md#fusion) and the five-crop views it fuses (#test-time), on
+hand-built inputs.
 
 SURE-OOD: mean of the per-crop OOD scores; class prediction = argmax of the mean per-crop
 softmax (not of the mean logits, not a vote). Several test models (``ensemble: output``)

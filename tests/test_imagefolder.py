@@ -195,7 +195,8 @@ def test_transforms_come_from_timm_unless_overridden():
     assert got["norm"].mean == tuple(ref["mean"]) and got["norm"].std == tuple(ref["std"])
     assert got["crop_ratio"] == ref["crop_pct"] == 0.9
     assert got["interpolation"] == ref["interpolation"] == "bicubic"
-    # the winners' override (spec 6): bilinear, 0.875, ImageNet mean/std from the config
+    # the winners' override (docs/method.md#test-time): bilinear, 0.875, ImageNet mean/std
+    # from the config
     cfg = {
         "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "test_transform": {"crop_ratio": 0.875, "interpolation": "bilinear"},

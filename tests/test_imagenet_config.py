@@ -31,7 +31,7 @@ def test_published_config_matches_the_spec():
     sure = cfg["recipes"]["sure"]
     assert cfg["models"]["deit3_base_384"] == {"arch": "deit3_base_patch16_384", "img_size": 384}
     assert sure["init"] == {"timm_tag": "fb_in1k"}
-    expected = {  # spec 4.4
+    expected = {  # docs/method.md#fine-tuning-hyper-parameters
         "epochs": 20, "extra_final_epoch": True, "batch_size": 32, "optimizer": "sgd",
         "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-3, "sam_rho": 0.05,
         "swa_start_epoch": 0, "swa_lr": 1e-4, "swa_anneal_epochs": 10, "mixup_weight": 0.2,

@@ -1,4 +1,4 @@
-"""Stage make_test_model: weight soup, "w/o LN", test resolution (spec 2.3, 2.4, 5).
+"""Stage make_test_model: weight soup, "w/o LN", test resolution (docs/method.md).
 
 Real timm models (tiny DeiT-III), saved and reloaded through the package's own checkpoint
 format; references are hand means, LayerNorm / cosine formulas, timm's own resampling paths
@@ -71,7 +71,7 @@ def _out(model, x):
 
 
 # --------------------------------------------------------------------------------------------
-# soup (spec 5)
+# soup (docs/method.md#ensemble)
 
 
 def test_soup_of_identical_runs_is_the_run(tmp_path):
@@ -160,7 +160,7 @@ def test_missing_run_is_named(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# w/o LN (spec 2.3)
+# w/o LN (docs/method.md#without-final-layernorm)
 
 
 def test_drop_final_norm_changes_only_the_final_norm(tmp_path):
@@ -231,7 +231,7 @@ def test_ln_cache_gives_the_no_ln_logits_by_the_cosine_formula(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# test resolution (spec 2.4)
+# test resolution (docs/method.md#higher-test-resolution)
 
 
 def _ssb_osr_pos_embed(pos: torch.Tensor, old: int, new: int) -> torch.Tensor:

@@ -98,11 +98,12 @@ def test_report_has_every_table_and_histogram(digits_run):
         assert f"tables/{table}.csv" in html, table
         for row in t["rows"]:
             assert f"figures/{table}/{row}.png" in html, (table, row)
+        assert f"figures/{table}.png" in html, table  # the grid of every row
     flat = re.sub(r"(\\n|\s)+", " ", html)  # captions sit in JSON strings, newlines as \n
     assert "reproduces the SURE-OOD recipe" in flat  # workflow/report/workflow.rst
     assert "two-level stratified percentile bootstrap" in flat  # table.rst caption
     assert "tables/claims.html" in html and "one line per published claim" in flat
-    assert "Score distributions of row <tt" in flat  # histogram.rst caption (rendered rst)
+    assert "Score distributions of every row of table <tt" in flat  # histogram.rst caption
     assert "mailto:" not in html  # FPR@95 escaped in the captions, not an e-mail link
     # the config used, printed by workflow.rst
     assert "known_classes: [0, 1, 2, 3, 4, 5]" in flat

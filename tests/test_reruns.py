@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import BIN, ROOT, copy_workflow, run_snakemake, snakemake_env
 
-from sure_ood.code_version import code_version
+from sure_ood.code_version import code_version, method_code_version
 
 CONFIG = "config/digits_osr.yaml"
 UPSTREAM = {"prepare_data", "train", "finalize_swa", "make_test_model", "extract"}
@@ -96,11 +96,13 @@ def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
     assert rules <= {"score", "fuse", "evaluate", "histogram", "table", "all"}, jobs
     scores = [o for rule, o in jobs if rule == "score"]
     assert scores and all("/method~energy/" in o for o in scores), scores
-    for rule in ("fuse", "evaluate", "histogram"):  # a one-view row may have no fuse job
+    for rule in ("fuse", "evaluate"):  # a one-view row may have no fuse job
         outs = [o for r, o in jobs if r == rule]
         assert outs or rule == "fuse", (rule, jobs)
         assert all(any(f"/{t}/{r}" in o for t, r in rows) for o in outs), (rule, outs)
     assert {Path(o).stem for r, o in jobs if r == "table"} == {t for t, _ in rows}
+    # one histogram job per table (figures/<table>/ holds every row's PNG)
+    assert {Path(o).name for r, o in jobs if r == "histogram"} == {t for t, _ in rows}
 
 
 @pytest.mark.workflow
@@ -165,6 +167,25 @@ def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, 
     assert (code_version(stage, base) != code_version(stage, new)) is changes
 
 
+@pytest.mark.parametrize(
+    ("edited", "method", "changes"),
+    [
+        ("scores/msp.py", "msp", True),
+        ("scores/msp.py", "energy", False),  # another method's module
+        ("scores/__init__.py", "energy", False),  # the list of built-in methods
+        ("scores/base.py", "energy", True),  # shared helpers
+        ("scores/odin.py", "rw_odin", True),  # imported by rw_odin
+        ("score.py", "energy", True),  # the stage itself
+    ],
+)
+def test_method_code_version_follows_only_its_method(package_copy, edited, method, changes):
+    """A score job's code version covers the stage and its own method, not the others."""
+    base = package_copy("base")
+    new = package_copy("new", _append(edited, "\nEDITED = 1\n"))
+    module = f"sure_ood.scores.{method}"
+    assert (method_code_version(module, base) != method_code_version(module, new)) is changes
+
+
 def test_code_version_ignores_comments_docstrings_and_formatting(package_copy):
     def edit(pkg: Path) -> None:
         f = pkg / "score.py"
@@ -181,4 +202,6 @@ def test_every_rule_has_its_code_version_param():
             continue
         text = smk.read_text()
         for rule in re.findall(r"^rule (\w+):", text, re.M):
-            assert f'code=code_version("{rule}")' in text, f"{smk.name}: rule {rule}"
+            # score: per method (get_score_code -> method_code_version)
+            version = "code=get_score_code" if rule == "score" else f'code=code_version("{rule}")'
+            assert version in text, f"{smk.name}: rule {rule}"

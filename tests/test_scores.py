@@ -106,12 +106,44 @@ def test_msp_maxlogit_energy_entropy(test):
     np.testing.assert_allclose(scores.get("entropy").score(test), ref, rtol=1e-10)
 
 
+def test_python_api_scores_numpy_arrays(train, test):
+    """No cache file: a logits-only method takes logits alone; fitted methods take arrays."""
+    z = test.logits
+    np.testing.assert_allclose(scores.get("msp").score(logits=z), softmax_rows(z, 1.0).max(1))
+    with pytest.raises(InputError, match=r"method 'rp_gradnorm' reads \['features'\]"):
+        scores.get("rp_gradnorm").fit(prior=np.full(C, 1 / C)).score(logits=z)
+    knn = scores.get("knn", k=3).fit(scores.arrays(features=train.features, labels=train.labels))
+    np.testing.assert_allclose(
+        knn.score(features=test.features), scores.get("knn", k=3).fit(train).score(test)
+    )
+    with pytest.raises(InputError, match="'features' not given"):
+        scores.get("knn", k=3).fit(scores.arrays(logits=train.logits, labels=train.labels))
+
+
+def test_temperature_scaling_warns_at_a_bound(caplog):
+    # perfectly separated validation logits: the NLL keeps falling as T -> 0
+    z = np.eye(3)[np.arange(30) % 3] * 10.0
+    val = scores.arrays(logits=z, labels=np.arange(30) % 3)
+    with caplog.at_level(logging.WARNING):
+        ts = scores.get("temperature_scaling").fit(val=val)
+    assert ts.fitted_temperature < 1.0
+    assert "at the bound" in caplog.text and "accuracy 100.0 %" in caplog.text
+    with pytest.raises(InputError, match="fitted on the validation split; none given"):
+        scores.get("temperature_scaling").fit(train=val)
+
+
+def test_temperature_scaling_no_warning_inside(train, caplog):
+    with caplog.at_level(logging.WARNING):
+        scores.get("temperature_scaling").fit(val=train)
+    assert "at the bound" not in caplog.text
+
+
 def test_temperature_scaling(train, test):
     fixed = scores.get("temperature_scaling", temperature=3.0, fit_temperature=False)
     assert not fixed.fitted  # nothing to fit
     np.testing.assert_allclose(fixed.score(test), softmax_rows(test.logits, 3.0).max(1))
 
-    ts = fitted("temperature_scaling", train)
+    ts = scores.get("temperature_scaling").fit(val=train)  # fitted on the validation split
 
     def nll(t):
         p = softmax_rows(train.logits, t)
@@ -254,6 +286,16 @@ def _ash_s_ref(h, pct):
     return out
 
 
+def _ash_bp_ref(h, pct, variant):
+    """ASH-B (kept entries set to sum(h) / k) and ASH-P (kept entries as they are)."""
+    out = np.zeros_like(h)
+    k = h.shape[1] - int(round(h.shape[1] * pct / 100))
+    for i, row in enumerate(h):
+        keep = np.argsort(row)[::-1][:k]
+        out[i, keep] = row.sum() / k if variant == "b" else row[keep]
+    return out
+
+
 def _scale_ref(h, pct):
     out = np.zeros_like(h)
     k = h.shape[1] - int(round(h.shape[1] * pct / 100))
@@ -270,6 +312,20 @@ def test_ash_and_scale():
         scores.get("ash", percentile=75.0).score(te),
         _energy_linear(_ash_s_ref(te.features, 75.0), te),
         rtol=1e-9,
+    )
+    for variant in ("b", "p"):
+        np.testing.assert_allclose(
+            scores.get("ash", percentile=75.0, variant=variant).score(te),
+            _energy_linear(_ash_bp_ref(te.features, 75.0, variant), te),
+            rtol=1e-9,
+        )
+    with pytest.raises(InputError, match="'variant' must be one of"):
+        scores.get("ash", variant="x")
+    # a cosine head ignores ASH-S's positive rescale: variants s and p agree there
+    cos = make_cache(30, 2, head="cosine")
+    cos.features = np.abs(cos.features)
+    np.testing.assert_allclose(
+        scores.get("ash", variant="s").score(cos), scores.get("ash", variant="p").score(cos)
     )
     np.testing.assert_allclose(
         scores.get("scale", percentile=60.0).score(te),
@@ -475,7 +531,7 @@ def test_every_method_generic(name, head):
     if scorer.fitted:
         with pytest.raises(RuntimeError, match="fitted"):
             scorer.score(te_id)
-    scorer.fit(tr)
+    scorer.fit(tr, val=tr)  # "val" methods fit on the validation cache
     s_id, s_ood = scorer.score(te_id), scorer.score(te_ood)
     assert s_id.shape == (len(te_id),) and s_id.dtype == np.float64
     np.testing.assert_array_equal(scorer.score(te_id), s_id)  # deterministic
@@ -494,7 +550,10 @@ def test_every_method_generic(name, head):
 
 
 def test_cosine_gradnorm_is_direction_only():
-    """Spec 7.6: the true cosine-head GradNorm ignores the feature norm (no clip)."""
+    """The true cosine-head GradNorm ignores the feature norm (no clip).
+
+    docs/method.md#gradnorm-and-the-cosine-head
+    """
     tr, te_id, te_ood = obvious_caches("cosine")
     s_id, s_ood = scores.get("gradnorm").score(te_id), scores.get("gradnorm").score(te_ood)
     assert np.all(np.isfinite(s_id)) and np.all(np.isfinite(s_ood))
@@ -543,7 +602,15 @@ def files(tmp_path):
 
 def test_cli_list(capsys):
     assert run_cli("--list") == 0
-    assert capsys.readouterr().out.split() == scores.available()
+    out = capsys.readouterr().out
+    heads = [line.split(":")[0] for line in out.splitlines() if not line.startswith(" ")]
+    assert heads == scores.available()
+    # each method: description, what it fits on, paper (venue, year), reference code
+    block = out.split("\nrp_gradnorm: ")[1].split("\n", 6)
+    assert "RP+GradNorm" in block[0]
+    assert "fits on:   the class prior" in out.split("\nrp_gradnorm: ")[1]
+    assert "paper:     Jiang et al., ICML 2023" in out
+    assert "reference: https://github.com/tmlr-group/class_prior" in out
 
 
 def test_cli_scores_parquet(files, capsys):

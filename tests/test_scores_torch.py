@@ -207,7 +207,7 @@ def test_kl_matching_pytorch_ood(pair):
 def test_temperature_scaling_pytorch_ood(pair):
     tr, te = pair
     det = pod.TemperatureScaling(None).fit_logits(t64(tr.logits), t64(tr.labels))
-    ours = scores.get("temperature_scaling").fit(tr)
+    ours = scores.get("temperature_scaling").fit(val=tr)
 
     def nll(t):
         return F.cross_entropy(t64(tr.logits) / t, t64(tr.labels)).item()
@@ -368,7 +368,8 @@ def test_odin_pytorch_ood():
 
 
 def numpy_cosine_gradnorm(h, z, w, tau, t, clip):
-    """Spec 7.6 term by term on an [N, C, D] tensor (small sizes only)."""
+    """docs/method.md#gradnorm-and-the-cosine-head term by term on an [N, C, D] tensor (small
+    sizes only)."""
     x = np.minimum(h, clip if clip is not None else np.inf)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     w_norm = np.linalg.norm(w, axis=1)

@@ -45,7 +45,7 @@ CLUSTER_TIMEOUT = int(os.environ.get("SURE_OOD_SLURM_TIMEOUT", "1200"))
 LOCAL_TIMEOUT = int(os.environ.get("SURE_OOD_LOCAL_TIMEOUT", "900"))
 GPU_RULES = ("train", "extract", "odin")
 # Files of the repository a run needs (the package itself is installed in the environment).
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "profiles")
 # Extra config for both runs: ask for one GPU in every GPU rule, as a GPU site would.
 GPU_OVERLAY = {"resources": {rule: {"gpu": 1} for rule in GPU_RULES}}
 # Tables to build (comma-separated ids, or "all"); default: the config's first table, which
@@ -361,7 +361,7 @@ def test_digits_osr_on_slurm_matches_local(slurm_cluster, tmp_path):
     # --- same config locally: identical tables -----------------------------------------------
     _, local_s = snakemake(
         local,
-        ["--workflow-profile", "workflow/profiles/local", *configs, "--cores", "2"],
+        ["--workflow-profile", "profiles/default", *configs, "--cores", "2"],
         slurm_cluster.env,
         LOCAL_TIMEOUT,
         tmp_path / "local.log",

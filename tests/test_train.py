@@ -1,8 +1,8 @@
 """The training loop and SWA finalization against independent references.
 
 SWA started at epoch 0 averages every epoch's weights: the finalized model must equal the mean
-of the per-epoch snapshots (spec 4.3, w_SWA(e) = mean_{k<=e} w_k). Without SWA the final model
-is the last one; with ``select: best_val`` it is the best epoch on the validation split.
+of the per-epoch snapshots (docs/method.md#swa, w_SWA(e) = mean_{k<=e} w_k). Without SWA the
+final model is the last one; with ``select: best_val`` it is the best epoch on the validation split.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def test_swa_final_weights_are_the_mean_of_the_epoch_snapshots(tmp_path, data_di
             torch.testing.assert_close(v, (w1[k] + w2[k]) / 2, rtol=1e-5, atol=1e-6)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and all(r["swa"] for r in log)
-    # SWALR: epoch 1 at lr0, then the cosine anneal towards swa_lr (spec 4.2)
+    # SWALR: epoch 1 at lr0, then the cosine anneal towards swa_lr
+    # (docs/method.md#learning-rate-schedule)
     assert log[0]["lr"] == pytest.approx(0.05) and log[1]["lr"] == pytest.approx(0.03)
 
 

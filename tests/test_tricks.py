@@ -41,7 +41,8 @@ def hand_ce(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> to
 
 
 def hand_sam_sgd_step(params, bufs, loss_fn, *, lr, momentum, wd, rho, adaptive):
-    """One SAM step over SGD(momentum, coupled weight decay), from the formulas of spec 4.1.
+    """One SAM step over SGD(momentum, coupled weight decay), from the formulas of
+    docs/method.md#sam.
 
     ``params``: dict name -> tensor (no grad); ``bufs``: dict of momentum buffers (updated);
     ``loss_fn(params, pass_idx)`` -> scalar. Returns the new params dict.

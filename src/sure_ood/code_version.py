@@ -48,6 +48,68 @@ def code_version(stage: str, root: str | os.PathLike | None = None) -> str:
     return _CODE_VERSIONS[key]
 
 
+def method_code_version(module: str, root: str | os.PathLike | None = None) -> str:
+    """Code version of one method's score jobs: the ``score`` stage without the other methods.
+
+    Like :func:`code_version` for ``score``, but the package ``sure_ood.scores``, whose
+    ``__init__`` imports every built-in method, is followed only into ``module`` (and what the
+    methods import stays covered: rw_odin covers odin.py): adding, removing or editing one
+    method, or installing a plugin, changes no other method's version. ``module`` may be a plugin's
+    module outside ``sure_ood``: its own file is hashed then (not what it imports).
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    key = (str(root), f"score:{module}")
+    if key not in _CODE_VERSIONS:
+        import hashlib
+
+        todo, seen = ["sure_ood.cli", "sure_ood.score", module], {}
+        while todo:
+            mod = todo.pop()
+            if mod in seen:
+                continue
+            info = _module_info(root, mod) if mod.startswith("sure_ood") else _foreign(mod)
+            seen[mod] = info
+            if info is None:
+                continue
+            deps = info[0]
+            if mod == "sure_ood.scores":  # it imports every method: follow only ours
+                deps = [d for d in deps if d == module or not _is_method_module(root, d)]
+            todo += deps
+        h = hashlib.sha256()
+        for mod in sorted(m for m, info in seen.items() if info is not None):
+            if mod != "sure_ood.scores":  # the list of built-in methods
+                h.update(mod.encode() + b"\0" + seen[mod][1])
+        _CODE_VERSIONS[key] = h.hexdigest()[:16]
+    return _CODE_VERSIONS[key]
+
+
+def _is_method_module(root: Path, mod: str) -> bool:
+    """A module of ``sure_ood.scores`` that registers a method (``@register``)."""
+    if not mod.startswith("sure_ood.scores."):
+        return False
+    f = _module_file(root, mod)
+    return f is not None and "\n@register\n" in f.read_text()
+
+
+def _foreign(mod: str) -> tuple[list[str], bytes] | None:
+    """(the sure_ood modules it imports, digest) of a module outside the package (a plugin)."""
+    import ast
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(mod)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(), spec.origin)
+    deps = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sure_ood"):
+            deps += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            deps += [a.name for a in node.names if a.name.startswith("sure_ood")]
+    return deps, hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).digest()
+
+
 _CODE_VERSIONS: dict[tuple[str, str], str] = {}
 _MODULES: dict[tuple[str, str], tuple[list[str], bytes] | None] = {}
 

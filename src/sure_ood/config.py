@@ -27,7 +27,7 @@ ROW_DEFAULTS = {
 
 
 # Defaults of the `odin` rule (OpenOOD: T = 1000, eps = 0.0014 in pixel units, i.e. the
-# gradient sign divided by the normalisation std; spec 7.3).
+# gradient sign divided by the normalisation std; docs/method.md#odin).
 ODIN_PARAMS = {"temperature": 1000.0, "epsilon": 0.0014, "std_scaled": True}
 
 

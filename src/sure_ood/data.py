@@ -131,7 +131,7 @@ def make_transform(
     (tl, tr, bl, br, c), as SURE-OOD's five-crop test-time augmentation (spec section 6).
     ``train``: ``augmentation`` = ``none`` (resize only) or ``basic`` (random resized crop
     with scale (0.75, 1), as small digits tolerate) or ``randaugment`` (timm's RandAugment
-    recipe of SSB-OSR, spec 4.5, for RGB images).
+    recipe of SSB-OSR, docs/method.md#training-data, for RGB images).
     """
     import torch
     from torchvision.transforms import v2

@@ -4,9 +4,10 @@ One training job runs ``torchrun --standalone --nproc_per_node=N -m sure_ood tra
 its rule has ``resources: gpu > 1``; each process reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
 from the environment. Backend: NCCL on GPUs, gloo on the CPU (used by the tests).
 
-Semantics (spec 4.1, 4.4): the recipe's ``batch_size`` is the GLOBAL batch. Every process
-draws the same per-epoch permutation and takes its slice of each global batch, so N processes
-see exactly the batches of one process; DDP averages the gradients (all-reduce) in every
+Semantics (docs/method.md#sam, #fine-tuning-hyper-parameters): the recipe's ``batch_size``
+is the GLOBAL batch. Every process draws the same per-epoch permutation and takes its slice of each
+global batch, so N processes see exactly the batches of one process; DDP averages the gradients
+(all-reduce) in every
 backward, so SAM's perturbation norm is taken on the all-reduced gradient, as in SSB-OSR.
 A communication hook weights each process's gradient by its share of the global batch, so
 slices of unequal size (an epoch's last batch) still give the global-batch mean. Without

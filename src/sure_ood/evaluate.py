@@ -22,7 +22,6 @@ file, ``replicate_scores_files`` all of them (what ``sure-ood compare`` pairs).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 from pathlib import Path
 
@@ -245,8 +244,10 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from sure_ood.args import check_suffix, json_arg
     from sure_ood.inputs import check_out_not_input
 
+    check_suffix(args.out, "--out", ".json", what="the row as JSON")
     check_out_not_input(
         args.out,
         [("--scores", p) for p in args.scores]
@@ -255,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     )
     res = evaluate(
         args.scores,
-        json.loads(args.row),
+        json_arg(args.row, "--row"),
         args.table,
         args.row_id,
         args.checkpoints,
@@ -264,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
         args.seed,
         args.nan_policy,
         replicates=args.replicates or None,
-        config_subtree=json.loads(args.config) if args.config else None,
+        config_subtree=json_arg(args.config, "--config") if args.config else None,
     )
     write_json(args.out, res)
     print(

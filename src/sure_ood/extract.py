@@ -40,7 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def forward_cache(
-    model, loader, device: str, amp: str = "none", channels_last: bool = False
+    model,
+    loader,
+    device: str,
+    amp: str = "none",
+    channels_last: bool = False,
+    desc: str = "extract",
 ) -> dict:
     """Run the model once; return (logits, features, prenorm_features, labels) as numpy.
 
@@ -52,6 +57,7 @@ def forward_cache(
     import torch
 
     from sure_ood.distributed import autocast, use_channels_last
+    from sure_ood.progress import track
 
     channels_last = use_channels_last(channels_last, device)
     if channels_last:
@@ -68,7 +74,9 @@ def forward_cache(
     model.eval()
     try:
         with torch.inference_mode(), autocast(amp, device):
-            for x, y, _ in loader:
+            total = len(loader.dataset) if hasattr(loader, "dataset") else None
+            batches = track(loader, total, desc, size=lambda b: len(b[1]))
+            for x, y, _ in batches:
                 x = x.to(device, non_blocking=non_blocking)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -145,7 +153,9 @@ def extract(
     )
     model, loader, device, where = t.model, t.loader, t.device, t.where
     try:
-        arrays = forward_cache(model, loader, device, amp=amp, channels_last=channels_last)
+        arrays = forward_cache(
+            model, loader, device, amp=amp, channels_last=channels_last, desc=f"extract {where}"
+        )
     except FloatingPointError as e:
         raise FloatingPointError(f"{test_model} on {where}: {e}") from e
     cache = FeatureCache(

@@ -9,9 +9,10 @@ Benchmark source ``imagefolder`` (``benchmark.source: imagefolder``). The standa
     <data_root>/ssb_hard/<class id>/*.JPEG   unknown classes of SSB Hard (OOD split ssb_hard)
 
 Split names: ``train`` (minus the held-out ``val``), ``val`` (a seeded, stratified
-``val_fraction`` of train, used for model selection: never the test set, spec 4.3), ``id_test``
-and every name of ``benchmark.ood_splits``. ``benchmark.splits.<split>`` overrides where a split
-comes from: a directory (a class-folder tree) or a file list (``.csv`` / ``.txt``, one
+``val_fraction`` of train, used for model selection: never the test set,
+docs/method.md#swa), ``id_test`` and every name of ``benchmark.ood_splits``.
+``benchmark.splits.<split>`` overrides where a split comes from: a directory (a class-folder tree)
+or a file list (``.csv`` / ``.txt``, one
 ``path,label`` per line, comma or whitespace separated, optional ``path,label`` header; label =
 a class id, or for ID splits an integer class index in sorted order). Relative paths are taken
 from ``data_root`` (from the list file's folder when there is no data root).
@@ -191,8 +192,11 @@ def check_images(paths: Sequence[str], mode: str = "decode", workers: int = 1) -
         return {}
     if mode not in VERIFY_MODES:
         raise InputError(f"benchmark.verify_images: {mode!r} is not one of {VERIFY_MODES}")
+    from sure_ood.progress import track
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         reasons = pool.map(lambda p: check_image(p, mode), paths, chunksize=64)
+        reasons = track(reasons, len(paths), f"prepare_data: check images ({mode})")
         return {p: r for p, r in zip(paths, reasons, strict=True) if r is not None}
 
 

@@ -9,7 +9,7 @@ Conventions (spec section 9, design section 5):
   OOD are flagged). The two numbers are not comparable.
 - AUPR-In / AUPR-Out follow OpenOOD v1.5 (``precision_recall_curve`` + trapezoid ``auc``).
 - OSCR is computed on *aligned* arrays (the reference code sorts in place and misaligns them;
-  spec 9.1 [QUIRK/BUG]). No function here modifies its inputs.
+  docs/method.md#metrics). No function here modifies its inputs.
 
 Only numpy and scikit-learn are used, so the evaluate/table stages never import torch.
 
@@ -154,9 +154,10 @@ def fpr_at_95_tpr(id_scores: ArrayLike, ood_scores: ArrayLike, tpr: float = _DEF
     ``roc_curve(is_id, score, drop_intermediate=False)`` whose TPR is >= ``tpr``, with no
     interpolation.
 
-    Note - the reference code (ReAct -> SSB -> SSB-OSR, spec 9.1) takes t = ascending ID score
-    at position round(0.05 N_id) (numpy's round-half-even) and counts OOD scores **strictly**
-    above it. Its position is >= ours (floor(0.05 N_id)) and ``>`` drops ties, so its FPR is
+    Note - the reference code (ReAct -> SSB -> SSB-OSR, docs/method.md#metrics) takes
+    t = ascending ID score at position round(0.05 N_id) (numpy's round-half-even) and counts OOD
+    scores **strictly** above it. Its position is >= ours (floor(0.05 N_id)) and ``>`` drops ties,
+    so its FPR is
     <= ours: equal when 0.05 N_id rounds down and no OOD score equals the threshold; otherwise
     it can accept fewer than 95 % of ID images (e.g. 28/30 = 93 % at N_id = 30). With ~50k ID
     images and continuous scores the difference is at most a few OOD images.
@@ -217,7 +218,7 @@ def oscr(id_scores: ArrayLike, id_correct: ArrayLike, ood_scores: ArrayLike) -> 
     OOD merged) from (0, 0) at t = +inf to (1, accuracy); trapezoid rule, so an ID/OOD tie is a
     diagonal step (half credit, as in AUROC). Equals AUROC when every ID image is correct.
     ``id_correct[i]`` belongs to ``id_scores[i]`` (aligned; nothing is sorted in place, unlike
-    the reference code, spec 9.1 [QUIRK/BUG]).
+    the reference code, docs/method.md#metrics).
     """
     i, o = _scores(id_scores, "id_scores"), _scores(ood_scores, "ood_scores")
     c = _bool_vector(id_correct, "id_correct", i.size)

@@ -57,6 +57,7 @@ def odin(
 
     from sure_ood.cache import load_cache, save_cache
     from sure_ood.data import open_test_loader
+    from sure_ood.progress import track
     from sure_ood.scores.odin import ODIN_KEY, odin_scores
 
     torch.set_num_threads(max(1, threads))
@@ -66,7 +67,7 @@ def odin(
     model.eval().requires_grad_(False)
     std = t.norm.std if std_scaled else None
     parts, labels = [], []
-    for x, y, _ in loader:
+    for x, y, _ in track(loader, len(loader.dataset), f"odin {split}", size=lambda b: len(b[1])):
         parts.append(odin_scores(model, x.to(device), temperature, epsilon, std))
         labels.append(y.numpy())
     scores = np.concatenate(parts)

@@ -1,8 +1,9 @@
 """``sure-ood score``: score feature caches with one post-hoc method; one parquet of id_scores.
 
     sure-ood score --method NAME [--param key=value ...] --features F.npz [--features G.npz ...]
-                   [--train-features T.npz] [--prior P.npy] [--stats-out S.npz] --out S.parquet
-    sure-ood score --list
+                   [--train-features T.npz] [--val-features V.npz] [--prior P.npy]
+                   [--stats-out S.npz] --out S.parquet
+    sure-ood score --list [--markdown] [--builtin]
 
 The method is fitted once (training features and/or class prior) and scores every
 ``--features`` file. Output columns: ``split`` (file stem without a ``split~`` prefix),
@@ -22,13 +23,24 @@ from typing import Any
 
 import numpy as np
 
+from sure_ood.args import check_suffix
 from sure_ood.io import InputError, atomic_path, error_line, save_npz
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--list", action="store_true", help="print every method, one per line")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="describe every method: what it does, what it fits on, paper, reference code",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="with --list: Markdown (docs/methods.md)"
+    )
+    parser.add_argument(
+        "--builtin", action="store_true", help="with --list: built-in methods only (no plugins)"
+    )
     parser.add_argument("--method", help="registered method name (see --list)")
     parser.add_argument(
         "--param",
@@ -45,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature cache to score (repeatable, e.g. ID test and OOD test)",
     )
     parser.add_argument("--train-features", help="training feature cache (fitting, prior)")
+    parser.add_argument(
+        "--val-features", help="validation feature cache (methods fitted on the val split)"
+    )
     parser.add_argument("--prior", help=".npy class prior (length C, sums to 1)")
     parser.add_argument("--stats-out", help="write the fitted statistics here (.npz)")
     parser.add_argument("--out", help="output .parquet")
@@ -99,6 +114,7 @@ def score_files(
     train_path: str | os.PathLike | None = None,
     prior_path: str | os.PathLike | None = None,
     stats_out: str | os.PathLike | None = None,
+    val_path: str | os.PathLike | None = None,
 ):
     """Fit ``method`` once, score every feature file; returns a pandas DataFrame.
 
@@ -121,6 +137,13 @@ def score_files(
         train = load_cache(train_path)
     if scorer.fitted and "train" in scorer.needs and train is None:
         raise InputError(f"method {method!r} is fitted on training features: give --train-features")
+    val = None
+    if scorer.fitted and "val" in scorer.needs:
+        if val_path is None:
+            raise InputError(
+                f"method {method!r} is fitted on the validation split: give --val-features"
+            )
+        val = load_cache(val_path)
     if scorer.fitted and "prior" in scorer.needs and train is None and prior_path is None:
         raise InputError(f"method {method!r} needs a class prior: give --prior or --train-features")
     prior = None
@@ -128,9 +151,9 @@ def score_files(
         prior = load_prior(prior_path, train.num_classes if train is not None else None)
     if train is not None and "prior" in scorer.needs and prior is None:
         prior = scores.prior_from_labels(train.labels, train.num_classes, str(train_path))
-    scorer.fit(train, prior)
+    scorer.fit(train, prior, val=val)
     fitted_classes = scorer.num_classes if scorer.fitted else None
-    fitted_from = train_path if train is not None else prior_path
+    fitted_from = val_path if val is not None else train_path if train is not None else prior_path
 
     frames = []
     first_classes: tuple[int, str] | None = None
@@ -193,8 +216,15 @@ def _load_for(path: str | os.PathLike, needed: tuple[str, ...], method: str):
 def run(args: argparse.Namespace) -> int:
     if args.list:
         from sure_ood import scores
+        from sure_ood.scores import catalog, plugins
 
-        print("\n".join(scores.available()))
+        names = scores.available()
+        if args.builtin:
+            names = [n for n in names if catalog.is_builtin(n)]
+        print((catalog.markdown(names) if args.markdown else catalog.text(names)).rstrip("\n"))
+        if not args.builtin:
+            for reason in plugins.broken().values():
+                print(f"sure-ood score: warning: {reason}", file=sys.stderr)
         return 0
     if not args.method:
         raise InputError("--method is required (or --list)")
@@ -204,8 +234,12 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = [("--features", f) for f in args.features]
     inputs += [("--train-features", args.train_features), ("--prior", args.prior)]
+    inputs.append(("--val-features", args.val_features))
     check_out_not_input(args.out, inputs)
     check_out_not_input(args.stats_out, inputs)
+    check_suffix(args.out, "--out", ".parquet", ".pq", what="a parquet table")
+    if args.stats_out:
+        check_suffix(args.stats_out, "--stats-out", ".npz", what="an .npz archive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     df = score_files(
         args.method,
@@ -214,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         args.train_features,
         args.prior,
         args.stats_out,
+        args.val_features,
     )
     with atomic_path(args.out) as tmp:
         df.to_parquet(tmp, index=False)

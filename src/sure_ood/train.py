@@ -117,7 +117,8 @@ def _make_optimizer(params, recipe: dict):
 
 
 def num_epochs(recipe: dict) -> int:
-    """Epochs actually trained: SSB-OSR's loop runs ``epochs + 1`` (spec 4.2 quirk, a flag)."""
+    """Epochs actually trained: SSB-OSR's loop runs ``epochs + 1``
+    (docs/method.md#learning-rate-schedule)."""
     return int(recipe["epochs"]) + (1 if recipe.get("extra_final_epoch", False) else 0)
 
 
@@ -176,11 +177,11 @@ def train(
     (``sure_ood.distributed``): ``recipe.batch_size`` stays the global batch."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     from sure_ood import distributed as ddp
     from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
     from sure_ood.models import build_model, load_init, model_spec
+    from sure_ood.progress import track
     from sure_ood.tricks.crl import CorrectnessHistory as _CorrectnessHistory
     from sure_ood.tricks.sure_step import sure_step
     from sure_ood.tricks.swa import make_swa, maybe_update_bn
@@ -348,12 +349,8 @@ def train(
         train_fwd.train()
         lr = optimizer.param_groups[0]["lr"]
         tot_loss = tot_correct = tot_n = 0
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch}/{epochs}",
-            leave=False,
-            mininterval=2.0,
-            disable=not dist_info.is_main,
+        bar = track(
+            loader, len(loader), f"epoch {epoch}/{epochs}", "steps", enabled=dist_info.is_main
         )
         for step, (x, y, idx) in enumerate(bar, 1):
             x, y = x.to(device, non_blocking=pin_memory), y.to(device, non_blocking=pin_memory)

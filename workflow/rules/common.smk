@@ -18,6 +18,7 @@ from sure_ood.config import (
     row_replicates,
     row_test_models,
 )
+from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
 
 check_config(config)
@@ -120,10 +121,8 @@ def get_all_targets():
     targets = []
     for table in config["tables"]:
         targets += [f"{OUT}/tables/{table}.{ext}" for ext in ("csv", "md", "html")]
-        targets += [
-            f"{OUT}/figures/{table}/{row}.png"
-            for row in config["tables"][table]["rows"]
-        ]
+        # one histogram job per table: every row's PNG in figures/<table>/, and the grid
+        targets += [f"{OUT}/figures/{table}", f"{OUT}/figures/{table}.png"]
     if config.get("claims"):
         targets += [f"{OUT}/tables/claims.{ext}" for ext in ("csv", "md", "html")]
     return targets
@@ -211,6 +210,16 @@ def get_method(wildcards):
     return method_config(config, wildcards.method)
 
 
+def get_score_code(wildcards):
+    """The code version of one method's score jobs: the score stage and that method's own
+    module only, so adding, removing or editing another method (or a plugin) reruns nothing
+    here."""
+    from sure_ood import scores
+
+    cls = scores.method_class(method_config(config, wildcards.method)["method"])
+    return method_code_version(cls.__module__)
+
+
 def method_needs(method_id):
     from sure_ood import scores
 
@@ -245,6 +254,8 @@ def get_score_inputs(wildcards):
     inputs = {"features": features, "prior": f"{OUT}/data/prior.npy"}
     if "train" in needs:
         inputs["train"] = feature_path(tm, "center", "train")
+    if "val" in needs:  # the held-out validation split (e.g. temperature scaling)
+        inputs["val"] = feature_path(tm, "center", "val")
     return inputs
 
 
@@ -258,6 +269,8 @@ def get_score_args(wildcards, input):
     args += [f"--features {shlex.quote(f)}" for f in input.features]
     if "train" in input.keys():
         args.append(f"--train-features {shlex.quote(input.train)}")
+    if "val" in input.keys():
+        args.append(f"--val-features {shlex.quote(input.val)}")
     args.append(f"--prior {shlex.quote(input.prior)}")
     return " ".join(args)
 
@@ -377,6 +390,22 @@ def row_fused_all(table, row_id):
     """Fused scores of every replicate of a row (the two-level paired comparisons)."""
     row = resolve_row(config, table, row_id)
     return [fused_path(table, row_id, r) for r in row_replicates(row)]
+
+
+def get_histogram_inputs(wildcards):
+    """Every row of a table: its JSON and its headline (first replicate) fused scores."""
+    rows = get_table(wildcards)["rows"]
+    return {
+        "rows": [f"{OUT}/rows/{wildcards.table}/{row}.json" for row in rows],
+        "scores": [
+            fused_path(
+                wildcards.table,
+                row,
+                row_replicates(resolve_row(config, wildcards.table, row))[0],
+            )
+            for row in rows
+        ],
+    }
 
 
 def get_table_scores(wildcards):

@@ -38,18 +38,21 @@ if EXTRACT_SHARDS == 1:
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
 
-    # The training split (for fitted methods: Mahalanobis, KNN, ViM...) only where a method
-    # needs it, always at the center view: the same CLI stage, one split.
+    # The training split (for fitted methods: Mahalanobis, KNN, ViM...) or the held-out
+    # validation split (temperature scaling) only where a method needs it, always at the
+    # center view: the same CLI stage, one split.
     rule extract_train:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=f"{OUT}/data/manifest.parquet",
         output:
-            f"{OUT}/features/{{test_model}}/view~center/split~train.npz",
+            f"{OUT}/features/{{test_model}}/view~center/split~{{fit_split}}.npz",
         log:
-            f"results/logs/{BENCH}/features/{{test_model}}/view~center/split~train.log",
+            f"results/logs/{BENCH}/features/{{test_model}}/view~center/split~{{fit_split}}.log",
         benchmark:
-            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~center/split~train.tsv"
+            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~center/split~{{fit_split}}.tsv"
+        wildcard_constraints:
+            fit_split="train|val",
         conda:
             "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
@@ -66,7 +69,7 @@ if EXTRACT_SHARDS == 1:
             compute=get_compute_args(),
         shell:
             "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
-            "--data-dir {params.data_dir:q} --split train --view center "
+            "--data-dir {params.data_dir:q} --split {wildcards.fit_split} --view center "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
 

@@ -2,7 +2,11 @@ rule finalize_swa:
     input:
         summary=f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/run.json",
     output:
-        f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/final.safetensors",
+        # protected: a finished checkpoint (hours of training at full scale) is made read-only,
+        # so no rerun or --forcerun can overwrite it; delete it by hand to retrain
+        protected(
+            f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/final.safetensors"
+        ),
     log:
         f"results/logs/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/finalize_swa.log",
     benchmark:

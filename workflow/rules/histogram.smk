@@ -1,19 +1,28 @@
+# One job per table: every row's histogram (figures/<table>/<row>.png) and the table's grid
+# figure (figures/<table>.png), so a default run starts one process per table, not per row.
 rule histogram:
     input:
-        scores=get_row_fused_first,
-        row=f"{OUT}/rows/{{table}}/{{row}}.json",
+        unpack(get_histogram_inputs),
     output:
-        report(
-            f"{OUT}/figures/{{table}}/{{row}}.png",
+        rows=report(
+            directory(f"{OUT}/figures/{{table}}"),
+            patterns=["{row}.png"],
             caption="../report/histogram.rst",
             category="Histograms",
             subcategory="{table}",
             labels={"table": "{table}", "row": "{row}"},
         ),
+        grid=report(
+            f"{OUT}/figures/{{table}}.png",
+            caption="../report/histogram_grid.rst",
+            category="Histograms",
+            subcategory="{table}",
+            labels={"table": "{table}", "row": "all rows"},
+        ),
     log:
-        f"results/logs/{BENCH}/figures/{{table}}/{{row}}.log",
+        f"results/logs/{BENCH}/figures/{{table}}.log",
     benchmark:
-        f"results/benchmarks/{BENCH}/figures/{{table}}/{{row}}.tsv"
+        f"results/benchmarks/{BENCH}/figures/{{table}}.tsv"
     conda:
         "../../envs/sure-ood.yaml"
     resources:
@@ -22,5 +31,5 @@ rule histogram:
     params:
         code=code_version("histogram"),
     shell:
-        "sure-ood histogram --scores {input.scores:q} --row-json {input.row:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        "sure-ood histogram --scores {input.scores:q} --row-json {input.rows:q} "
+        "--out-dir {output.rows:q} --grid {output.grid:q} > {log:q} 2>&1"

@@ -13,7 +13,7 @@ rule score:
         mem_mb=res("score", "mem_mb", 2000),
         runtime=res("score", "runtime", 30),
     params:
-        code=code_version("score"),
+        code=get_score_code,
         # the method's own config subtree: editing it reruns only this method's jobs
         method=get_method,
         args=get_score_args,

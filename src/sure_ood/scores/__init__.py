@@ -3,6 +3,10 @@
 >>> from sure_ood import scores
 >>> scorer = scores.get("energy", temperature=1.0).fit(train_cache)
 >>> id_score = scorer.score(test_cache)        # float64 [N], higher = more in-distribution
+>>> scores.get("msp").score(logits=z)          # numpy arrays, no file: only what it reads
+
+Methods from other packages register through the entry-point group ``sure_ood.scores``
+(:mod:`sure_ood.scores.plugins`, docs/adding-a-method.md).
 
 Importing this package imports numpy/scipy only (sklearn lazily when a method fits, numba when
 a compiled kernel first runs); torch is imported only inside
@@ -40,9 +44,11 @@ from sure_ood.scores import (  # noqa: F401  (each import registers its method)
 from sure_ood.scores.base import (
     NEEDS,
     Scorer,
+    arrays,
     available,
     check_prior,
     get,
+    method_class,
     params_of,
     prior_from_labels,
     register,
@@ -51,9 +57,11 @@ from sure_ood.scores.base import (
 __all__ = [
     "NEEDS",
     "Scorer",
+    "arrays",
     "available",
     "check_prior",
     "get",
+    "method_class",
     "params_of",
     "prior_from_labels",
     "register",

@@ -23,7 +23,7 @@ from sure_ood.io import InputError
 
 log = logging.getLogger(__name__)
 
-NEEDS = frozenset({"logits", "features", "head", "train", "prior", "network"})
+NEEDS = frozenset({"logits", "features", "head", "train", "val", "prior", "network"})
 
 # Elements of the largest temporary a chunked method may allocate (float64: 8 bytes each).
 CHUNK_ELEMENTS = 1 << 21
@@ -35,6 +35,10 @@ class Scorer:
     Class attributes: ``name`` (registry key), ``needs`` (subset of :data:`NEEDS`), ``fitted``
     (True when :meth:`fit` must run before :meth:`score`). Subclasses implement ``_score``
     and, when fitted, ``_fit``; fitted statistics are attributes named in ``_state_keys``.
+    ``description`` (one line), ``paper`` (authors, venue, year), ``reference`` (reference
+    implementation) and ``cosine_head`` (how a cosine head is handled, if it matters) are what
+    ``sure-ood score --list`` and docs/methods.md show. ``fit`` receives the validation cache
+    (``val=``) for methods whose ``needs`` include ``"val"``.
     """
 
     name: ClassVar[str] = ""
@@ -44,6 +48,11 @@ class Scorer:
     # error, not a class quietly missing from the fit (sure_ood.inputs.finite_training_rows)
     per_class_fit: ClassVar[bool] = False
     _state_keys: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    cosine_head: ClassVar[str] = ""
+    origin: ClassVar[str] = ""  # set by the registry: the module, or the plugin and its package
 
     def __init__(self) -> None:
         self._is_fitted = False
@@ -64,14 +73,27 @@ class Scorer:
         """Number of classes the fitted statistics describe (None before fitting)."""
         return self._num_classes
 
-    def fit(self, train: FeatureCache | None, prior: np.ndarray | None = None) -> Scorer:
+    def fit(
+        self,
+        train: FeatureCache | None = None,
+        prior: np.ndarray | None = None,
+        val: FeatureCache | None = None,
+    ) -> Scorer:
         """Fit statistics on the training cache (labels allowed) and/or take the class prior.
 
         Without ``prior``, prior-based methods use the label frequencies of ``train``.
-        Methods that fit nothing accept any input and return at once.
+        Methods whose ``needs`` include ``"val"`` fit on the held-out validation cache ``val``
+        instead of ``train``. Methods that fit nothing accept any input and return at once.
+        Caches may be :class:`~sure_ood.cache.FeatureCache` objects or :func:`arrays`.
         """
         if not self.fitted:
             return self
+        if "val" in self.needs:
+            if val is None:
+                raise InputError(
+                    f"method {self.name!r} is fitted on the validation split; none given"
+                )
+            train = val
         if "train" in self.needs and train is None:
             raise InputError(f"method {self.name!r} is fitted on training features; none given")
         if "train" in self.needs:
@@ -95,23 +117,33 @@ class Scorer:
         self._is_fitted = True
         return self
 
-    def score(self, cache: FeatureCache) -> np.ndarray:
+    def score(self, cache: FeatureCache | None = None, **arrays: Any) -> np.ndarray:
         """Score every image of ``cache``: float64 [N], higher = more in-distribution.
 
+        Instead of a cache, give the arrays themselves (``score(logits=z)``; see
+        :func:`arrays`): a method that reads only logits needs only logits.
         Never reads ``cache.labels``. NaN/inf from a method are returned as they are.
         """
+        if cache is None:
+            cache = as_cache(self, **arrays)
+        elif arrays:
+            raise InputError(f"method {self.name!r}: give a cache or arrays, not both")
         if self.fitted and not self._is_fitted:
             raise RuntimeError(
                 f"method {self.name!r} must be fitted (fit(train, prior)) before it can score"
             )
-        if self._num_classes is not None and cache.num_classes != self._num_classes:
+        known = self._num_classes is not None and cache.num_classes is not None
+        if known and cache.num_classes != self._num_classes:
             raise InputError(
                 f"{cache.source}: has {cache.num_classes} classes but method {self.name!r} "
                 f"was fitted with {self._num_classes}"
             )
         out = np.asarray(self._score(cache), dtype=np.float64)
         if out.shape != (len(cache),):
-            raise AssertionError(f"{self.name}: score shape {out.shape}, want ({len(cache)},)")
+            raise InputError(
+                f"method {self.name!r} ({self.origin or type(self).__module__}) returned scores "
+                f"of shape {out.shape}, want ({len(cache)},): one score per image"
+            )
         return out
 
     def required_keys(self) -> tuple[str, ...]:
@@ -158,26 +190,48 @@ class Scorer:
 _REGISTRY: dict[str, type[Scorer]] = {}
 
 
-def register(cls: type[Scorer]) -> type[Scorer]:
-    """Class decorator: add a :class:`Scorer` subclass to the registry under ``cls.name``."""
-    if not cls.name or cls.name in _REGISTRY:
-        raise ValueError(f"scorer name {cls.name!r} empty or already registered")
+def register(cls: type[Scorer], origin: str | None = None) -> type[Scorer]:
+    """Class decorator: add a :class:`Scorer` subclass to the registry under ``cls.name``.
+
+    ``origin`` says where the class comes from (default: its module); two methods with one
+    name are an error naming both.
+    """
+    origin = origin or f"module {cls.__module__}"
+    if not cls.name:
+        raise InputError(f"{origin}: scorer class {cls.__name__} has no 'name'")
+    if cls.name in _REGISTRY:
+        raise InputError(
+            f"two methods named {cls.name!r}: {_REGISTRY[cls.name].origin} and {origin}"
+        )
     unknown = set(cls.needs) - NEEDS
     if unknown:
-        raise ValueError(f"{cls.name}: unknown needs {sorted(unknown)}")
+        raise InputError(f"{origin}: method {cls.name!r} has unknown needs {sorted(unknown)}")
+    cls.origin = origin
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def available() -> list[str]:
-    """Names of every registered method, sorted."""
+    """Names of every registered method (built in and installed plugins), sorted."""
+    from sure_ood.scores import plugins
+
+    plugins.load()
     return sorted(_REGISTRY)
 
 
 def _lookup(name: str) -> type[Scorer]:
+    from sure_ood.scores import plugins
+
+    plugins.load()
     if name not in _REGISTRY:
+        plugins.raise_if_broken(name)
         raise InputError(f"unknown method {name!r} (available: {', '.join(available())})")
     return _REGISTRY[name]
+
+
+def method_class(name: str) -> type[Scorer]:
+    """The class of method ``name`` (its metadata, module and needs)."""
+    return _lookup(name)
 
 
 def _param_names(cls: type[Scorer]) -> list[str]:
@@ -224,6 +278,115 @@ def _coerce(name: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, str) and not isinstance(value, str):
         raise bad
     return value
+
+
+# -------------------------------------------------------------------- arrays as a cache
+# What each entry of ``needs`` reads from a cache.
+_NEED_KEYS = {"logits": ("logits",), "features": ("features",), "head": ("head_weight",)}
+
+
+class ArrayCache:
+    """In-memory arrays standing in for a feature cache, for the Python API.
+
+    Unlike :class:`~sure_ood.cache.FeatureCache` it needs only what the method reads: MSP
+    needs ``logits`` alone. Reading an array that was not given raises an InputError naming it.
+    """
+
+    source = "<arrays>"
+
+    def __init__(self, **arrays: Any) -> None:
+        given = {k: v for k, v in arrays.items() if v is not None}
+        n = {k: np.shape(v)[0] for k, v in given.items() if k in ("logits", "features", "labels")}
+        if len(set(n.values())) > 1:
+            raise InputError(f"arrays: different numbers of images {n}")
+        for key in ("logits", "features", "head_weight"):
+            if key in given and np.ndim(given[key]) != 2:
+                raise InputError(f"arrays: {key!r} must be 2-D, got shape {np.shape(given[key])}")
+        self._arrays = given
+        self._n = next(iter(n.values()), 0)
+        self.extra: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key in self._arrays:
+            return self._arrays[key]
+        if key == "labels":
+            return np.full(self._n, -1, dtype=np.int64)
+        if key in ("head_type",):
+            return "linear"
+        if key in ("head_bias", "head_temperature", "head_feature_clip", "prenorm_features"):
+            return None
+        raise InputError(f"arrays: {key!r} not given")
+
+    @property
+    def num_classes(self) -> int | None:
+        """From head_weight, logits or labels; None when only features were given."""
+        if "head_weight" in self._arrays:
+            return int(np.shape(self._arrays["head_weight"])[0])
+        if "logits" in self._arrays:
+            return int(np.shape(self._arrays["logits"])[1])
+        if "labels" in self._arrays:
+            return int(np.max(self._arrays["labels"])) + 1
+        return None
+
+    def __len__(self) -> int:
+        return self._n
+
+
+def arrays(
+    logits: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    head_weight: np.ndarray | None = None,
+    head_bias: np.ndarray | None = None,
+    head_type: str = "linear",
+    head_temperature: float | None = None,
+    head_feature_clip: float | None = None,
+):
+    """numpy arrays as a cache for :meth:`Scorer.fit` / :meth:`Scorer.score`: no file.
+
+    With logits, features and head_weight it is a full (validated) FeatureCache; otherwise
+    an :class:`ArrayCache` holding only what was given (labels default to -1, unknown).
+    """
+    full = logits is not None and features is not None and head_weight is not None
+    if full:
+        return FeatureCache(
+            logits=np.asarray(logits),
+            features=np.asarray(features),
+            labels=(
+                np.full(len(logits), -1, np.int64)
+                if labels is None
+                else np.asarray(labels, np.int64)
+            ),
+            head_weight=np.asarray(head_weight),
+            head_type=head_type,
+            head_bias=None if head_bias is None else np.asarray(head_bias),
+            head_temperature=head_temperature,
+            head_feature_clip=head_feature_clip,
+            source="<arrays>",
+        )
+    if head_type != "linear" or head_temperature is not None or head_bias is not None:
+        raise InputError("arrays: head parameters need head_weight, logits and features")
+    return ArrayCache(
+        logits=logits,
+        features=features,
+        labels=None if labels is None else np.asarray(labels, np.int64),
+        head_weight=head_weight,
+    )
+
+
+def as_cache(scorer: Scorer, **given: Any):
+    """The arrays given to ``scorer.score(...)`` as a cache; checks the method's needs."""
+    missing = [
+        key
+        for need in sorted(scorer.needs)
+        for key in _NEED_KEYS.get(need, ())
+        if given.get(key) is None
+    ]
+    if missing:
+        raise InputError(f"method {scorer.name!r} reads {missing}: give them as arrays")
+    return arrays(**given)
 
 
 # -------------------------------------------------------------------- validation helpers
@@ -274,13 +437,17 @@ def check_prior(prior: Any, num_classes: int | None, source: str) -> np.ndarray:
 
 
 def train_labelled(train: FeatureCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(features, logits, labels) of the labelled (ID) training images."""
+    """(features, logits, labels) of the labelled (ID) training images.
+
+    logits is None for :func:`arrays` given without logits (methods fitted on features only).
+    """
     keep = train.labels >= 0
     if not keep.any():
         raise InputError(f"{train.source}: no labelled images to fit on")
+    has_logits = not isinstance(train, ArrayCache) or "logits" in train._arrays
     return (
         np.asarray(train.features[keep], dtype=np.float64),
-        np.asarray(train.logits[keep], dtype=np.float64),
+        np.asarray(train.logits[keep], dtype=np.float64) if has_logits else None,
         train.labels[keep],
     )
 
@@ -332,8 +499,8 @@ def softmax_l1(
     """||softmax(z / T) - q||_1 per row, computed in ``dtype``; float64 [N].
 
     ``target`` q is a scalar (1/C: the uniform distribution) or a [C] prior. The GradNorm
-    family's distance (spec 7.6). Row blocks of ~64k elements stay in the CPU's L2 cache,
-    so the seven elementwise passes cost about one pass over memory.
+    family's distance (docs/method.md#rp-gradnorm). Row blocks of ~64k elements stay in the
+    CPU's L2 cache, so the seven elementwise passes cost about one pass over memory.
     """
     q = np.asarray(target, dtype=dtype)
 

@@ -32,6 +32,15 @@ from sure_ood.scores.base import (
 class DICE(PercentileScorer):
     name = "dice"
     needs = frozenset({"features", "head", "train"})
+    description = (
+        "sparsify the last layer to its largest weight x mean-feature contributions, then energy"
+    )
+    paper = "Sun & Li, ECCV 2022"
+    reference = "https://github.com/deeplearning-wisc/dice; OpenOOD `dice`"
+    cosine_head = (
+        "the same on the normalised weights and feature, z = tau (W_hat * M) h_hat after the "
+        "eval-time clip (our extension)."
+    )
     fitted = True
     _state_keys = ("mask",)
 

@@ -16,6 +16,9 @@ from sure_ood.scores.base import Scorer, check_positive, energy, map_rows, regis
 class Energy(Scorer):
     name = "energy"
     needs = frozenset({"logits"})
+    description = "negative free energy T logsumexp(z / T)"
+    paper = "Liu et al., NeurIPS 2020"
+    reference = "https://github.com/wetliu/energy_ood; OpenOOD `ebo`"
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()

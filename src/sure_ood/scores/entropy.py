@@ -17,6 +17,9 @@ from sure_ood.scores.base import Scorer, log_probs, map_rows, register
 class NegEntropy(Scorer):
     name = "entropy"
     needs = frozenset({"logits"})
+    description = "negated entropy of the softmax"
+    paper = "Chan et al., ICCV 2021"
+    reference = "pytorch-ood `Entropy` (https://github.com/kkirchheim/pytorch-ood)"
 
     def __init__(self) -> None:
         super().__init__()

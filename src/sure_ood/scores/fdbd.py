@@ -32,6 +32,16 @@ from sure_ood.scores.base import (
 class FDBD(Scorer):
     name = "fdbd"
     needs = frozenset({"logits", "features", "head", "train"})
+    description = (
+        "mean distance of the feature to the decision boundaries of the predicted class, over its "
+        "distance to the training mean"
+    )
+    paper = "Liu & Qin, ICML 2024"
+    reference = "https://github.com/litianliu/fDBD-OOD; OpenOOD `fdbd`"
+    cosine_head = (
+        "boundaries of the cosine logits on the unit sphere, with the normalised weights and "
+        "feature (our extension)."
+    )
     fitted = True
     _state_keys = ("train_mean",)
 

@@ -17,6 +17,9 @@ from sure_ood.scores.base import Scorer, check_positive, chunks, probs, register
 class GEN(Scorer):
     name = "gen"
     needs = frozenset({"logits"})
+    description = "generalised entropy of the top-M softmax probabilities"
+    paper = "Liu et al., CVPR 2023"
+    reference = "https://github.com/XixiLiu95/GEN; OpenOOD `gen`"
 
     def __init__(self, gamma: float = 0.1, top_m: int = 100) -> None:
         super().__init__()

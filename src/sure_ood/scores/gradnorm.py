@@ -8,8 +8,8 @@ NeurIPS 2021 (original code: mean over classes, T = 1, batch size 1).
 - linear head z = W h + b: dLoss/dW = g h^T (rank 1), so S = (1/T) ||p - u||_1 ||h||_1.
 - cosine head z_c = tau <h_hat, w_hat_c> (h clipped at the eval-time clip first, if any):
   dLoss/dw_c = tau g_c / ||w_c|| (I - w_hat_c w_hat_c^T) h_hat, so
-  S = tau sum_c |g_c| / ||w_c|| * ||h_hat - <h_hat, w_hat_c> w_hat_c||_1   (spec 7.6).
-  It depends on h only through its direction.
+  S = tau sum_c |g_c| / ||w_c|| * ||h_hat - <h_hat, w_hat_c> w_hat_c||_1
+  It depends on h only through its direction (docs/method.md#gradnorm-and-the-cosine-head).
 
 Both head types read p (and the cosines s = z / tau) from the cached logits -- the network's
 own outputs -- and the head's input from the cached features; the head is never re-run. The
@@ -96,6 +96,20 @@ def check_logits_match_head(cache: FeatureCache, rows: int = 64) -> None:
 class GradNorm(Scorer):
     name = "gradnorm"
     needs = frozenset({"logits", "features", "head"})
+    description = (
+        "L1 norm of the last layer's weight gradient of KL(uniform || softmax), exact for the "
+        "actual head"
+    )
+    paper = "Huang et al., NeurIPS 2021"
+    reference = (
+        "https://github.com/deeplearning-wisc/gradnorm_ood; OpenOOD `gradnorm` (sums over classes:"
+        " C x our value, same ranking)"
+    )
+    cosine_head = (
+        "the exact gradient through the cosine head (not rank-1); it depends on the feature only "
+        "through its direction, so the feature-magnitude signal is lost (see "
+        "method.md#gradnorm-and-the-cosine-head)."
+    )
 
     def __init__(self, temperature: float = 1.0, precision: str = "float32") -> None:
         super().__init__()

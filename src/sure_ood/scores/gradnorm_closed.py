@@ -3,9 +3,9 @@
 S(x) = ||p^(T) - q||_1 * ||h||_1 / T, p^(T) = softmax(z / T) of the cached logits, h the raw
 cached feature (unclipped), q uniform (``target: uniform``) or the training class prior
 (``target: prior``). For a linear head and q uniform it equals true GradNorm (Huang et al.,
-NeurIPS 2021); for a cosine head it is the SSB-OSR "pseudo-GradNorm" (spec 7.6), not the
-gradient of any layer. ``features: prenorm_features`` uses the pre-final-norm feature instead.
-Reads: logits, features (+ prior).
+NeurIPS 2021); for a cosine head it is the SSB-OSR "pseudo-GradNorm"
+(docs/method.md#rp-gradnorm), not the gradient of any layer. ``features: prenorm_features`` uses the
+pre-final-norm feature instead. Reads: logits, features (+ prior).
 
 Training rows: only their labels are read (the class prior), so non-finite logits or features
 in them change nothing and all rows are kept.
@@ -31,6 +31,16 @@ from sure_ood.scores.base import (
 class GradNormClosed(Scorer):
     name = "gradnorm_closed"
     needs = frozenset({"logits", "features"})
+    description = (
+        "closed-form GradNorm ||softmax(z / T) - q||_1 ||h||_1 / T on the raw cached feature, q "
+        "uniform or the class prior"
+    )
+    paper = "Huang et al., NeurIPS 2021; Jiang et al., ICML 2023"
+    reference = "https://github.com/LIYangggggg/SSB-OSR (test_osr_ood_TTA.py)"
+    cosine_head = (
+        "the linear-head formula applied to the raw feature with the cosine softmax: the SSB-OSR "
+        "pseudo-GradNorm, not the gradient of any layer."
+    )
     _state_keys = ("prior",)
 
     def __init__(

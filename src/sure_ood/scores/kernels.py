@@ -2,7 +2,8 @@
 
 Hand-written with numba because no maintained library computes them fused:
 
-- :func:`cosine_gradnorm` -- the exact cosine-head GradNorm (spec 7.6), whose O(N C D) term
+- :func:`cosine_gradnorm` -- the exact cosine-head GradNorm
+  (docs/method.md#gradnorm-and-the-cosine-head), whose O(N C D) term
   ``||h_hat_n - cos_nc w_hat_c||_1`` for every (image n, class c) dominates. In numpy it needs
   an [n, c, D] temporary and four passes over it (multiply, subtract, abs, sum); torch has no
   fused op for it (``torch.cdist(p=1)`` cannot scale the second point per pair). Fused and

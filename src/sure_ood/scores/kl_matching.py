@@ -21,6 +21,11 @@ from sure_ood.scores.base import Scorer, chunks, probs, register, train_labelled
 class KLMatching(Scorer):
     name = "kl_matching"
     needs = frozenset({"logits", "train"})
+    description = (
+        "minus the smallest KL divergence of the softmax to the mean softmax of a predicted class"
+    )
+    paper = "Hendrycks et al., ICML 2022"
+    reference = "OpenOOD `klm` (fits on ID validation data; we fit on training features)"
     fitted = True
     _state_keys = ("templates",)
 

@@ -39,6 +39,12 @@ BLOCK_ELEMENTS = 1 << 22  # elements of one block's similarity matrix (16 MB in 
 class KNN(Scorer):
     name = "knn"
     needs = frozenset({"features", "train"})
+    description = (
+        "minus the distance of the normalised feature to its K-th nearest normalised training "
+        "feature"
+    )
+    paper = "Sun et al., ICML 2022"
+    reference = "https://github.com/deeplearning-wisc/knn-ood; OpenOOD `knn`"
     fitted = True
     _state_keys = ("bank",)
 

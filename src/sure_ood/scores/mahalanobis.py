@@ -52,6 +52,9 @@ def min_class_distance(h: np.ndarray, means: np.ndarray, precision: np.ndarray) 
 class Mahalanobis(Scorer):
     name = "mahalanobis"
     needs = frozenset({"features", "train"})
+    description = "minus the Mahalanobis distance to the closest class mean (shared covariance)"
+    paper = "Lee et al., NeurIPS 2018"
+    reference = "https://github.com/pokaxpoka/deep_Mahalanobis_detector; OpenOOD `mds`"
     fitted = True
     per_class_fit = True
     _state_keys = ("means", "precision")

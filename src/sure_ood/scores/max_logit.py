@@ -16,6 +16,10 @@ from sure_ood.scores.base import Scorer, as_f64, register
 class MaxLogit(Scorer):
     name = "max_logit"
     needs = frozenset({"logits"})
+    description = "the largest logit"
+    paper = "Hendrycks et al., ICML 2022"
+    reference = "OpenOOD `mls`"
+    cosine_head = "tau times the largest cosine."
 
     def __init__(self) -> None:
         super().__init__()

@@ -16,6 +16,13 @@ from sure_ood.scores.base import Scorer, map_rows, probs, register
 class MSP(Scorer):
     name = "msp"
     needs = frozenset({"logits"})
+    description = "maximum softmax probability"
+    paper = "Hendrycks & Gimpel, ICLR 2017"
+    reference = "https://github.com/hendrycks/error-detection; OpenOOD `msp`"
+    cosine_head = (
+        "with tau = 8 and many classes the softmax can never be one-hot, so MSP lives on a "
+        "compressed range (expected, not a bug)."
+    )
 
     def __init__(self) -> None:
         super().__init__()

@@ -80,6 +80,12 @@ def read_odin_scores(cache: FeatureCache) -> np.ndarray:
 class ODIN(Scorer):
     name = "odin"
     needs = frozenset({"network"})
+    description = (
+        "temperature-scaled MSP of the input perturbed against the gradient (computed on the "
+        "network by the 'odin' rule)"
+    )
+    paper = "Liang et al., ICLR 2018"
+    reference = "https://github.com/facebookresearch/odin; OpenOOD `odin`"
 
     def __init__(self) -> None:  # T and epsilon belong to the 'odin' rule that ran the network
         super().__init__()

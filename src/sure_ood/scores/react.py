@@ -27,6 +27,13 @@ from sure_ood.scores.base import (
 class ReAct(PercentileScorer):
     name = "react"
     needs = frozenset({"features", "head", "train"})
+    description = "clip the features at a percentile of the training activations, then energy"
+    paper = "Sun et al., NeurIPS 2021"
+    reference = "https://github.com/deeplearning-wisc/react; OpenOOD `react`"
+    cosine_head = (
+        "the clipped feature goes through the cosine head (after its own eval-time clip) (our "
+        "extension)."
+    )
     fitted = True
     _state_keys = ("threshold",)
 

@@ -24,6 +24,12 @@ class RelativeMahalanobis(Mahalanobis):
     """Mahalanobis' class-conditional fit plus one class-agnostic Gaussian (the background)."""
 
     name = "relative_mahalanobis"
+    description = (
+        "Mahalanobis distance to the closest class minus the distance to one class-agnostic "
+        "Gaussian"
+    )
+    paper = "Ren et al., arXiv 2021"
+    reference = "OpenOOD `rmds`"
     _state_keys = ("means", "precision", "background_mean", "background_precision")
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:

@@ -28,6 +28,18 @@ from sure_ood.scores.base import (
 class RPGradNorm(Scorer):
     name = "rp_gradnorm"
     needs = frozenset({"logits", "features", "prior"})
+    description = (
+        "RP+GradNorm, the SURE-OOD score: ||h||_1 ||prior - softmax(z)||_1 / (D C) on the raw "
+        "feature"
+    )
+    paper = "Jiang et al., ICML 2023"
+    reference = (
+        "https://github.com/tmlr-group/class_prior (funcs.py); "
+        "https://github.com/LIYangggggg/SSB-OSR"
+    )
+    cosine_head = (
+        "the raw (unclipped) feature with the softmax of the cosine logits, as SSB-OSR computes it."
+    )
     fitted = True
     _state_keys = ("prior",)
 

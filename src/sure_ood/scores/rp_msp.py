@@ -20,6 +20,9 @@ from sure_ood.scores.base import Scorer, map_rows, probs, register
 class RPMSP(Scorer):
     name = "rp_msp"
     needs = frozenset({"logits", "prior"})
+    description = "RP+MSP: largest softmax probability minus the class prior"
+    paper = "Jiang et al., ICML 2023"
+    reference = "https://github.com/tmlr-group/class_prior"
     fitted = True
     _state_keys = ("prior",)
 

@@ -28,6 +28,9 @@ from sure_ood.scores.base import (
 class RWEnergy(Scorer):
     name = "rw_energy"
     needs = frozenset({"logits", "prior"})
+    description = "RW+Energy: energy times (1 - cos(softmax, class prior))"
+    paper = "Jiang et al., ICML 2023"
+    reference = "https://github.com/tmlr-group/class_prior"
     fitted = True
     _state_keys = ("prior",)
 

@@ -21,6 +21,9 @@ from sure_ood.scores.odin import ODIN_KEY, read_odin_scores
 class RWODIN(Scorer):
     name = "rw_odin"
     needs = frozenset({"logits", "prior", "network"})
+    description = "RW+ODIN: ODIN times (1 - cos(clean softmax, class prior))"
+    paper = "Jiang et al., ICML 2023"
+    reference = "https://github.com/tmlr-group/class_prior"
     fitted = True
     _state_keys = ("prior",)
 

@@ -34,6 +34,13 @@ def scale_features(h: np.ndarray, percentile: float) -> np.ndarray:
 class SCALE(PercentileScorer):
     name = "scale"
     needs = frozenset({"features", "head"})
+    description = "rescale the feature by the ASH-S factor without pruning, then energy"
+    paper = "Xu et al., ICLR 2024"
+    reference = "https://github.com/kai422/SCALE; OpenOOD `scale`"
+    cosine_head = (
+        "the cosine head ignores the scale, so SCALE equals `energy` of the recomputed logits "
+        "there."
+    )
 
     def __init__(self, percentile: float = 85.0) -> None:
         super().__init__(percentile)

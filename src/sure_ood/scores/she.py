@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 class SHE(Scorer):
     name = "she"
     needs = frozenset({"logits", "features", "train"})
+    description = (
+        "inner product of the feature with the mean feature of the correctly classified training "
+        "images of the predicted class"
+    )
+    paper = "Zhang et al., ICLR 2023"
+    reference = "OpenOOD `she` (inner product)"
     fitted = True
     per_class_fit = True
     _state_keys = ("patterns",)

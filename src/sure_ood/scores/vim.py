@@ -42,6 +42,12 @@ def vim_origin(cache: FeatureCache) -> np.ndarray:
 class ViM(Scorer):
     name = "vim"
     needs = frozenset({"logits", "features", "head", "train"})
+    description = (
+        "energy minus the scaled norm of the feature outside its principal subspace (virtual logit)"
+    )
+    paper = "Wang et al., CVPR 2022"
+    reference = "https://github.com/haoqiwang/vim; OpenOOD `vim`"
+    cosine_head = "no bias, so the origin is 0 (o = -pinv(W) b needs a linear head with bias)."
     fitted = True
     _state_keys = ("origin", "residual_basis", "alpha")
 

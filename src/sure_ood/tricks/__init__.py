@@ -1,4 +1,4 @@
-"""Training tricks of the SURE recipe, each a small pure function or module (spec 2.2, 3, 4).
+"""Training tricks of the SURE recipe, each a small pure function or module (docs/method.md).
 
 Composed by the training loop (:mod:`sure_ood.train`); switches live in the recipe config.
 """

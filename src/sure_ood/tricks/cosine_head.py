@@ -9,7 +9,8 @@ robust deep networks", CVPR 2024, ``model/classifier.py``; SSB-OSR ``model/class
 
 with a fixed (not learned) temperature ``tau`` (8 in SURE-OOD) and no bias. SSB-OSR adds an
 undocumented ReAct-style clip ``h <- min(h, 100)`` applied **in eval mode only**, before the
-normalisation ([QUIRK], spec 2.2); here it is the ``feature_clip`` option (``None`` = off).
+normalisation (docs/method.md#cosine-classifier); here it is the ``feature_clip`` option
+(``None`` = off).
 
 Layout: the reference stores ``W`` as ``[D, C]``; we store ``weight`` as ``[C, D]`` so that it is
 a drop-in for ``nn.Linear.weight`` (the feature cache's ``head_weight``).

@@ -48,7 +48,8 @@ def sure_loss(
     generator: RNG = None,
     single_forward: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The combined loss of one evaluation (spec 3.4) and the clean logits (with graph).
+    """The combined loss of one evaluation (docs/method.md#training-objective) and the clean
+    logits (with graph).
 
     The CRL term is only computed when ``crl_weight > 0`` (with weight 0 it adds exactly 0).
     """

@@ -69,7 +69,8 @@ def swalr_lr(
     anneal_epochs: int = 10,
     anneal_strategy: Literal["cos", "linear"] = "cos",
 ) -> float:
-    """LR after ``k`` SWALR steps from ``lr0`` (spec 4.2); epoch ``e`` uses ``k = e - 1``.
+    """LR after ``k`` SWALR steps from ``lr0`` (docs/method.md#learning-rate-schedule); epoch
+    ``e`` uses ``k = e - 1``.
 
     ``cos``: ``swa_lr + (lr0 - swa_lr) * (1 + cos(pi * min(1, k / anneal_epochs))) / 2``.
     ``anneal_epochs == 0`` gives ``swa_lr`` at once (as torch does).
