@@ -14,16 +14,34 @@ wrong, or a correct result. The families:
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 
+import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, copy_workflow, run_snakemake
 
+from sure_ood import scores
+from sure_ood.cache import FeatureCache, load_cache, save_cache
+from sure_ood.cli import main
 from sure_ood.config import ConfigError, check_config, load_schema, validate_config
+from sure_ood.io import (
+    InputError,
+    OutputError,
+    atomic_path,
+    save_npz,
+    sweep_stale_temporaries,
+    write_json,
+)
 from sure_ood.trust import (
     ALLOW_YTE_ENV,
     MAX_CONFIG_DEPTH,
@@ -206,14 +224,7 @@ def test_small_but_sufficient_fractions_pass():
 
 
 # ---- inputs at the door --------------------------------------------------------------------
-import json  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-from sure_ood import scores  # noqa: E402
-from sure_ood.cache import FeatureCache, load_cache, save_cache  # noqa: E402
-from sure_ood.cli import main  # noqa: E402
-from sure_ood.io import InputError, save_npz  # noqa: E402
 
 C, D = 4, 6
 
@@ -544,13 +555,6 @@ def test_non_json_model_spec_is_named(tmp_path):
 
 
 # ---- writes that leave nothing behind -------------------------------------------------------
-import contextlib  # noqa: E402
-import errno  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import zipfile  # noqa: E402
-
-from sure_ood.io import OutputError, atomic_path, sweep_stale_temporaries, write_json  # noqa: E402
 
 
 def _listing(folder) -> list[str]:
