@@ -105,10 +105,10 @@ def test_verdict_rules_by_hand():
 def test_every_verdict_from_synthetic_rows(tmp_path, monkeypatch):
     paths = write_rows(tmp_path)
     cfg = {"tables": {"t": {"rows": {r: {} for r in ROWS}}}}
-    claims = {}
+    claims = []  # as the rule passes them: a list in config order
     for cid, c in CLAIMS.items():
         c = {"expect": "better", **c}
-        claims[cid] = {**c, "rows": claim_rows(cfg, c)}
+        claims.append({"id": cid, **c, "rows": claim_rows(cfg, c)})
     published = {"t": {"better": {"auroc": 80.0}, "base": {"auroc": 75.5}}}
     out = tmp_path / "out"
     monkeypatch.chdir(tmp_path)  # neither the results root nor the row folder
@@ -120,6 +120,7 @@ def test_every_verdict_from_synthetic_rows(tmp_path, monkeypatch):
     )
     assert rc == 0
     df = pd.read_csv(out / "c.csv").set_index("claim")
+    assert list(df.index) == list(CLAIMS)  # config order
     assert df["verdict"].to_dict() == EXPECTED
     # the effect is the difference of the replicate means, with its interval around it
     rows = {r: json.loads(open(p).read()) for r, p in paths.items()}

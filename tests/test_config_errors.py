@@ -272,6 +272,11 @@ CASES = [
         r"claims\.rp_helps_msp\.expect: 'higher' is not one of \['better', 'worse'\]",
     ),
     (
+        "table_named_claims",
+        lambda c: _rename(c, "tables.posthoc", "claims"),
+        r"tables\.claims: a reserved name",
+    ),
+    (
         "published_unknown_row",
         lambda c: _set(c, "tables.posthoc.published", {"msq": {"auroc": 90.0}}),
         r"tables\.posthoc\.published\.msq: not a row of the table",

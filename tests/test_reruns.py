@@ -93,7 +93,7 @@ def test_editing_a_method_reruns_only_its_jobs(digits_run, tmp_path):
 
     jobs = _dry_run(work)
     rules = {rule for rule, _ in jobs}
-    assert rules <= {"score", "fuse", "evaluate", "histogram", "table", "all"}, jobs
+    assert rules <= {"score", "fuse", "evaluate", "histogram", "table", "claims", "all"}, jobs
     scores = [o for rule, o in jobs if rule == "score"]
     assert scores and all("/method~energy/" in o for o in scores), scores
     for rule in ("fuse", "evaluate"):  # a one-view row may have no fuse job

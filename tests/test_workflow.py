@@ -50,6 +50,7 @@ def test_default_config_dry_runs(tmp_path):
     work = copy_workflow(tmp_path)
     r = run_snakemake(work, "-n", "--cores", "2")
     assert "prepare_data" in r.stdout and "table" in r.stdout
+    assert "results/mnist_osr/tables/claims.md" in r.stdout  # the claims are a default target
 
 
 def test_lint_is_clean(tmp_path):

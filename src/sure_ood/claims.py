@@ -39,7 +39,11 @@ VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", nargs="+", required=True, type=Path, help="row JSONs the claims use")
-    p.add_argument("--claims", required=True, help="the claims (JSON), each with its `rows`")
+    p.add_argument(
+        "--claims",
+        required=True,
+        help="the claims (JSON): {id: claim} or a list of claims with `id`, each with its `rows`",
+    )
     p.add_argument("--published", default="{}", help="published numbers per table (JSON)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -211,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
     from sure_ood.compare import compare_rows
 
     claims = json.loads(args.claims)
+    if isinstance(claims, list):  # the rule's form: in config order, each with its id
+        claims = {c["id"]: {k: v for k, v in c.items() if k != "id"} for c in claims}
     published = json.loads(args.published)
     row_paths = {}
     for p in args.rows:

@@ -296,9 +296,10 @@ def _check_claims(config: dict) -> None:
             "bootstrap: 0 switches the intervals off, but the claims section needs them for its "
             "verdicts (set bootstrap > 0, or drop claims)"
         )
-    if config.get("claims") and "claims" in tables:
+    if "claims" in tables:
         raise ConfigError(
-            "tables.claims: the claims table is written to tables/claims.*; rename this table"
+            "tables.claims: a reserved name (the claims stage writes tables/claims.*); rename "
+            "this table"
         )
     for cid, c in (config.get("claims") or {}).items():
         path = f"claims.{cid}"

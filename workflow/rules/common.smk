@@ -439,10 +439,11 @@ def get_claims_scores(wildcards):
 
 
 def get_claims_json(wildcards):
-    """The claims, each with the rows it compares resolved (``rows``: claimed row first)."""
+    """The claims in config order (a list: as_json sorts mapping keys), each with its ``id`` and
+    the rows it compares (``rows``: the claimed row first)."""
     claims = config.get("claims") or {}
     return as_json(
-        {cid: {**c, "rows": claim_rows(config, c)} for cid, c in claims.items()}
+        [{"id": cid, **c, "rows": claim_rows(config, c)} for cid, c in claims.items()]
     )
 
 

@@ -1,4 +1,7 @@
 rule table:
+    # tables/claims.* belong to the claims rule
+    wildcard_constraints:
+        table=r"(?!claims\b)[a-z0-9_]+",
     input:
         rows=get_table_rows,
         scores=get_table_scores,
