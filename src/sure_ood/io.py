@@ -96,12 +96,43 @@ def load_npz(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def save_state_dict(path: str | os.PathLike, state: dict[str, Any], metadata: dict | None = None):
-    """Save a tensor state dict as safetensors, atomically."""
+    """Save a tensor state dict as safetensors, atomically; the same input gives the same bytes.
+
+    safetensors writes its ``__metadata__`` map in a per-process random order (a Rust
+    HashMap), so two saves of the same weights differ and a checkpoint's sha256 says nothing.
+    The header is rewritten with the metadata keys sorted (tensor entries keep their order).
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        _sort_safetensors_metadata(tmp)
+
+
+def _sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys in sorted order.
+
+    The header is 8 bytes of little-endian length, then JSON padded with spaces to a multiple
+    of 8; tensor offsets are relative to the data after it, so only the header changes.
+    """
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        text += b" " * (-len(text) % 8)
+        if len(text) == n:  # the usual case: same bytes, another order
+            fh.seek(8)
+            fh.write(text)
+            return
+        fh.seek(8 + n)
+        data = fh.read()
+        fh.seek(0)
+        fh.write(len(text).to_bytes(8, "little") + text + data)
+        fh.truncate()
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:

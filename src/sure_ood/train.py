@@ -179,13 +179,14 @@ def train(
     from tqdm import tqdm
 
     from sure_ood import distributed as ddp
+    from sure_ood import numerics
     from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
     from sure_ood.models import build_model, load_init, model_spec
     from sure_ood.tricks.crl import CorrectnessHistory as _CorrectnessHistory
     from sure_ood.tricks.sure_step import sure_step
     from sure_ood.tricks.swa import make_swa, maybe_update_bn
 
-    torch.set_num_threads(max(1, threads))
+    numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     dist_info = ddp.setup(device)
     device = dist_info.device
     amp_dtype = ddp.amp_dtype(amp, device, training=True)

@@ -390,3 +390,31 @@ localrules:
     evaluate,
     table,
     histogram,
+
+
+# ---- numerics: portable | native (sure_ood.numerics, docs/reproducibility.md) -------------
+# One mechanism for every job: the mode reaches each `sure-ood` command through the
+# environment (the CLI applies its pins before importing numpy/torch/numba, and prints the
+# command with `--numerics MODE` to the job's log), and it is part of every rule's `code`
+# param, so changing the mode reruns every job.
+NUMERICS = config["numerics"]
+os.environ["SURE_OOD_NUMERICS"] = NUMERICS
+_stage_code_version = code_version
+
+
+def code_version(stage):
+    """The stage's code version and the numerics mode: a change of either reruns its jobs."""
+    return f"{_stage_code_version(stage)}+{NUMERICS}"
+
+
+# ---- verify: a finished run against its committed reference -------------------------------
+REFERENCE_DIR = f"results/reference/{BENCH}"
+
+
+def verify_targets():
+    """`results/<bench>/verify.json` where a reference exists (committed run or published
+    numbers); none otherwise, so that `all` never asks for a check it cannot make."""
+    has_published = any(t.get("published") for t in config["tables"].values())
+    if os.path.exists(f"{REFERENCE_DIR}/manifest.json") or has_published:
+        return [f"{OUT}/verify.json"]
+    return []
