@@ -36,9 +36,11 @@ include: "workflow/rules/fuse.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/table.smk"
 include: "workflow/rules/histogram.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:
     default_target: True
     input:
         get_all_targets(),
+        verify_targets(),

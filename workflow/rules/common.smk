@@ -407,14 +407,60 @@ def code_version(stage):
     return f"{_stage_code_version(stage)}+{NUMERICS}"
 
 
-# ---- verify: a finished run against its committed reference -------------------------------
+# ---- verify: a finished run against its reference (sure_ood.verify) ----------------------
 REFERENCE_DIR = f"results/reference/{BENCH}"
+VERIFY_OUT = f"results/verify/{BENCH}.json"
+
+
+def reference_matches_config():
+    """True when a committed reference exists for this benchmark and was made with this
+    config (same digest of every row's config subtree)."""
+    from sure_ood.verify import config_digest, subtree_digest
+
+    path = f"{REFERENCE_DIR}/manifest.json"
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as fh:
+            digest = json.load(fh).get("config_sha256")
+    except (OSError, ValueError, AttributeError):
+        return False  # a broken manifest: `verify` itself reports it when asked
+    rows = {
+        f"{t}/{r}": subtree_digest(row_config_subtree(config, t, r))
+        for t in config["tables"]
+        for r in config["tables"][t]["rows"]
+    }
+    return digest == config_digest(rows)
 
 
 def verify_targets():
-    """`results/<bench>/verify.json` where a reference exists (committed run or published
-    numbers); none otherwise, so that `all` never asks for a check it cannot make."""
-    has_published = any(t.get("published") for t in config["tables"].values())
-    if os.path.exists(f"{REFERENCE_DIR}/manifest.json") or has_published:
-        return [f"{OUT}/verify.json"]
-    return []
+    """The verify report where the committed reference is of this very config; none
+    otherwise (a published-numbers check is asked for by name: `snakemake VERIFY_OUT`).
+    """
+    return [VERIFY_OUT] if reference_matches_config() else []
+
+
+def get_verify_reference(wildcards):
+    """`--reference DIR` (committed run) or, without one, the config's published numbers."""
+    if os.path.exists(f"{REFERENCE_DIR}/manifest.json"):
+        return f"--reference {shlex.quote(REFERENCE_DIR)}"
+    published = {
+        t: c["published"] for t, c in config["tables"].items() if c.get("published")
+    }
+    if not published:
+        raise ValueError(
+            f"verify: no reference for {BENCH}: neither {REFERENCE_DIR}/manifest.json "
+            "(make reference) nor `published` numbers in the config's tables"
+        )
+    return f"--published {as_json(published)}"
+
+
+def get_verify_manifest(wildcards):
+    path = f"{REFERENCE_DIR}/manifest.json"
+    return [path] if os.path.exists(path) else []
+
+
+def get_all_tables(wildcards):
+    return [
+        f"{OUT}/tables/{t}.{ext}" for t in config["tables"] for ext in ("csv", "md")
+    ]
