@@ -24,11 +24,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--mode", choices=["portable", "native", "none"], default="none",
-                   help="apply sure_ood.numerics first (none: leave the environment alone)")
+    p.add_argument(
+        "--mode",
+        choices=["portable", "native", "none"],
+        default="none",
+        help="apply sure_ood.numerics first (none: leave the environment alone)",
+    )
     p.add_argument("--mkldnn", choices=["on", "off"], default="on", help="with --mode none")
-    p.add_argument("--raw-threads", action="store_true",
-                   help="after the mode's torch settings, set --threads threads anyway")
+    p.add_argument(
+        "--raw-threads",
+        action="store_true",
+        help="after the mode's torch settings, set --threads threads anyway",
+    )
     args = p.parse_args()
     t0 = time.perf_counter()
     if args.mode != "none":
@@ -48,9 +55,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out: dict[str, str] = {}
     torch.manual_seed(0)
-    cfg = {"arch": "deit3_small_patch16_224", "img_size": 28, "in_chans": 1,
-           "timm_kwargs": {"patch_size": 7, "depth": 4, "embed_dim": 96, "num_heads": 3,
-                           "init_values": 0}}
+    cfg = {
+        "arch": "deit3_small_patch16_224",
+        "img_size": 28,
+        "in_chans": 1,
+        "timm_kwargs": {
+            "patch_size": 7,
+            "depth": 4,
+            "embed_dim": 96,
+            "num_heads": 3,
+            "init_values": 0,
+        },
+    }
     model = build_model(model_spec(cfg, 6, {"head": "cosine", "cos_temperature": 8.0}))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(1)
@@ -76,13 +92,21 @@ def main() -> None:
         f = rng.standard_normal((n, 96)).astype(np.float32)
         w = rng.standard_normal((6, 96)).astype(np.float32)
         if head == "cosine":
-            logits = 8.0 * (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (
-                w / np.linalg.norm(w, axis=1, keepdims=True)).T
+            logits = (
+                8.0
+                * (f / np.linalg.norm(f, axis=1, keepdims=True))
+                @ (w / np.linalg.norm(w, axis=1, keepdims=True)).T
+            )
         else:
             logits = f @ w.T
-        return FeatureCache(logits=logits.astype(np.float32), features=f,
-                            labels=rng.integers(0, 6, n), head_weight=w, head_type=head,
-                            head_temperature=8.0 if head == "cosine" else None)
+        return FeatureCache(
+            logits=logits.astype(np.float32),
+            features=f,
+            labels=rng.integers(0, 6, n),
+            head_weight=w,
+            head_type=head,
+            head_temperature=8.0 if head == "cosine" else None,
+        )
 
     train_c, test_c = cache(3000, "cosine"), cache(2000, "cosine")
     for name in ("mahalanobis", "knn", "vim", "gradnorm", "rp_gradnorm"):
