@@ -70,6 +70,7 @@ def main() -> None:
     model = build_model(model_spec(cfg, 6, {"head": "cosine", "cos_temperature": 8.0}))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(1)
+    t_train = time.perf_counter()
     for _ in range(args.steps):
         x = torch.randn(32, 1, 28, 28, generator=g)
         y = torch.randint(0, 6, (32,), generator=g)
@@ -77,6 +78,7 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    t_train = time.perf_counter() - t_train
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode() + v.detach().contiguous().numpy().tobytes())
@@ -109,10 +111,13 @@ def main() -> None:
         )
 
     train_c, test_c = cache(3000, "cosine"), cache(2000, "cosine")
+    t_score = time.perf_counter()
     for name in ("mahalanobis", "knn", "vim", "gradnorm", "rp_gradnorm"):
         s = scores.get(name)
         s.fit(train_c)
         out[name] = hashlib.sha256(np.ascontiguousarray(s.score(test_c)).tobytes()).hexdigest()[:12]
+    out["train_s"] = f"{t_train:.2f}"
+    out["score_s"] = f"{time.perf_counter() - t_score:.2f}"
     out["seconds"] = f"{time.perf_counter() - t0:.1f}"
     print(json.dumps(out))
 

@@ -398,7 +398,7 @@ localrules:
 # command with `--numerics MODE` to the job's log), and it is part of every rule's `code`
 # param, so changing the mode reruns every job.
 NUMERICS = config["numerics"]
-os.environ["SURE_OOD_NUMERICS"] = NUMERICS
+os.environ.update(SURE_OOD_NUMERICS=NUMERICS)  # set here, read by the jobs
 _stage_code_version = code_version
 
 
