@@ -95,6 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the run as a reference into DIR instead of checking it",
     )
     p.add_argument(
+        "--tables",
+        nargs="+",
+        help="with --write-reference: the tables in the config's order (default: by name)",
+    )
+    p.add_argument(
         "--readme",
         type=Path,
         metavar="FILE",
@@ -184,8 +189,10 @@ def load_manifest(ref_dir: Path) -> dict:
     return m
 
 
-def write_reference(run_dir: Path, dest: Path) -> dict:
-    """Copy a finished run's tables into ``dest`` and write its manifest; returns it."""
+def write_reference(run_dir: Path, dest: Path, order: list[str] | None = None) -> dict:
+    """Copy a finished run's tables into ``dest`` and write its manifest; returns it.
+
+    ``order``: the tables in the config's order (the README prints them so)."""
     from sure_ood import numerics
     from sure_ood.evaluate import package_versions
 
@@ -194,6 +201,11 @@ def write_reference(run_dir: Path, dest: Path) -> dict:
     if not rows:
         raise InputError(f"{run_dir}: no rows (rows/<table>/<row>.json): not a finished run")
     tables = list(dict.fromkeys(k.split("/")[0] for k in rows))
+    if order:
+        unknown = sorted(set(order) - set(tables))
+        if unknown:
+            raise InputError(f"{run_dir}: no rows of the tables {', '.join(unknown)}")
+        tables = list(order) + [t for t in tables if t not in order]
     missing = [t for t in tables if not (run_dir / "tables" / f"{t}.csv").exists()]
     if missing:
         raise InputError(f"{run_dir}: tables not built yet: {', '.join(missing)}")
@@ -210,7 +222,7 @@ def write_reference(run_dir: Path, dest: Path) -> dict:
         "tables": tables,
         "versions": {"python": sys.version.split()[0], **package_versions()},
         "files": file_digests(run_dir),
-        "regenerate": "make reference CONFIG=<the benchmark's config file>",
+        "regenerate": "make reference",
     }
     write_json(dest / MANIFEST, manifest)
     return manifest
@@ -413,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
     if args.write_reference is not None:
-        m = write_reference(run_dir, args.write_reference)
+        m = write_reference(run_dir, args.write_reference, args.tables)
         print(f"{args.write_reference}: reference of {m['benchmark']} ({len(m['files'])} files)")
         return 0
     if args.out is not None:

@@ -32,8 +32,10 @@ rule write_reference:
         code=code_version("verify"),
         run=OUT,
         dest=REFERENCE_DIR,
+        tables=list(config["tables"]),
     shell:
-        "sure-ood verify {params.run:q} --write-reference {params.dest:q} > {log:q} 2>&1"
+        "sure-ood verify {params.run:q} --write-reference {params.dest:q} "
+        "--tables {params.tables} > {log:q} 2>&1"
 
 
 localrules:
