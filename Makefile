@@ -6,7 +6,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench clean-venv
+.PHONY: run test lint bench reference readme clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,20 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH sh -c 'ruff check src tests benchmarks && snakefmt --check Snakefile workflow && snakemake --lint'
+
+## reference: rerun each benchmark of REFERENCE_CONFIGS and rewrite its committed reference,
+## results/reference/<bench>/ (table CSV/Markdown + manifest.json of sha256s), then the README
+REFERENCE_CONFIGS ?= config/config.yaml config/digits_osr.yaml
+reference: $(STAMP)
+	for c in $(REFERENCE_CONFIGS); do \
+	  PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) --workflow-profile workflow/profiles/local \
+	    write_reference --configfile $$c $(ARGS) || exit 1; \
+	done
+	$(MAKE) readme
+
+## readme: regenerate the README's "What a default run prints" tables from the mnist_osr reference
+readme: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH sure-ood verify --readme README.md --reference results/reference/mnist_osr
 
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH python benchmarks/run_all.py

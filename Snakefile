@@ -46,9 +46,11 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/table.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/histogram.smk"
+include: "workflow/rules/verify.smk"
 
 
 rule all:
     default_target: True
     input:
         get_all_targets(),
+        verify_targets(),

@@ -18,6 +18,11 @@ Copies what a user checks out (Snakefile, workflow/, config/, envs/) into a temp
     .venv/bin/python benchmarks/bench_workflow.py --summarise-only /tmp/w    # TSVs only
 
 ``--json PATH`` writes every figure as JSON (``benchmarks/run_all.py`` reads it).
+
+``--numerics portable|native`` runs the workflow in that numerics mode (default: the config's);
+``--numerics both`` measures the cost of portable mode: the full run once per mode, each in a
+fresh copy, alternating ``--numerics-repeats`` times, and prints portable / native wall time
+(target <= 1.3x). Measure it on an idle machine.
 """
 
 from __future__ import annotations
@@ -404,6 +409,47 @@ def print_report(res: dict) -> None:
             )
 
 
+def numerics_cost(args) -> int:
+    """Wall and CPU time of the full run in native and in portable mode (fresh copies,
+    alternating), and the portable / native ratio of the medians."""
+    runs: dict[str, list[dict]] = {"native": [], "portable": []}
+    for _ in range(args.numerics_repeats):
+        for mode in runs:
+            work = Path(tempfile.mkdtemp(prefix=f"sure_ood_bench_{mode}_"))
+            try:
+                copy_workflow(work)
+                load0 = load_average()
+                cmd = snakemake_cmd(args.cores, args.config_file, "--config", f"numerics={mode}")
+                code, wall, cpu, rss, _ = timed(
+                    cmd, work, log=work / "run.log", timeout=args.timeout
+                )
+                runs[mode].append(
+                    {
+                        "rc": code,
+                        "wall_s": round(wall, 1),
+                        "cpu_s": round(cpu, 1),
+                        "peak_rss_mib": rss,
+                        "load_before": load0,
+                        "load_after": load_average(),
+                    }
+                )
+                print(f"{mode}: rc={code}, wall {wall:.1f} s, cpu {cpu:.1f} s", flush=True)
+                if code != 0:
+                    print((work / "run.log").read_text()[-3000:])
+                    return 1
+            finally:
+                if not args.keep:
+                    shutil.rmtree(work, ignore_errors=True)
+    med = {m: statistics.median(r["wall_s"] for r in v) for m, v in runs.items()}
+    ratio = med["portable"] / med["native"]
+    print(f"portable / native wall time: {ratio:.2f}x (target <= 1.3x; {args.config_file})")
+    if args.json:
+        res = {"cpu": cpu_model(), "cores": args.cores, "configfile": args.config_file}
+        res.update(numerics=runs, median_wall_s=med, portable_over_native=round(ratio, 3))
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config-file", default="config/config.yaml")
@@ -422,7 +468,17 @@ def main(argv: list[str] | None = None) -> int:
         help="only summarise WORKDIR's benchmark TSVs (and its run.log if present)",
     )
     ap.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    ap.add_argument(
+        "--numerics",
+        choices=("config", "portable", "native", "both"),
+        default="config",
+        help="numerics mode of the run; both = portable vs native wall time",
+    )
+    ap.add_argument("--numerics-repeats", type=int, default=1, help="with --numerics both")
     args = ap.parse_args(argv)
+    if args.numerics == "both":
+        return numerics_cost(args)
+    numerics_args = () if args.numerics == "config" else ("--config", f"numerics={args.numerics}")
 
     res: dict = {
         "cpu": cpu_model(),
@@ -457,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             load0 = load_average()
             code, wall, cpu, rss, _ = timed(
-                snakemake_cmd(args.cores, args.config_file),
+                snakemake_cmd(args.cores, args.config_file, *numerics_args),
                 work,
                 log=work / "run.log",
                 timeout=args.timeout,
@@ -477,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         if rc == 0:
             times, cpus, nothing = [], [], True
             for _ in range(args.noop_repeats):
-                code, wall, cpu, _, out = timed(snakemake_cmd(args.cores, args.config_file), work)
+                cmd = snakemake_cmd(args.cores, args.config_file, *numerics_args)
+                code, wall, cpu, _, out = timed(cmd, work)
                 times.append(round(wall, 2))
                 cpus.append(round(cpu, 2))
                 nothing &= code == 0 and "Nothing to be done" in out

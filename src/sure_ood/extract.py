@@ -132,12 +132,12 @@ def extract(
     shard: int = 0,
     num_shards: int = 1,
 ):
-    import torch
 
+    from sure_ood import numerics
     from sure_ood.cache import FeatureCache, save_cache
     from sure_ood.data import open_test_loader
 
-    torch.set_num_threads(max(1, threads))
+    numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     t = open_test_loader(
         test_model,
         bench,

@@ -257,12 +257,41 @@ def error_line(e: BaseException) -> str:
 
 
 def save_state_dict(path: str | os.PathLike, state: dict[str, Any], metadata: dict | None = None):
-    """Save a tensor state dict as safetensors, atomically."""
+    """Save a tensor state dict as safetensors, atomically; the same input gives the same bytes.
+
+    safetensors writes its ``__metadata__`` map in a per-process random order (a Rust
+    HashMap), so two saves of the same weights differ and a checkpoint's sha256 says nothing.
+    The header is rewritten with the metadata keys sorted (tensor entries keep their order).
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        header, n = _sorted_safetensors_header(tmp)
+        with open(tmp, "r+b") as fh:
+            if len(header) == n:  # the usual case: the same bytes in another order
+                fh.seek(8)
+                fh.write(header)
+            else:  # other JSON escaping than safetensors': a longer or shorter header
+                fh.seek(8 + n)
+                data = fh.read()
+                fh.seek(0)
+                fh.write(len(header).to_bytes(8, "little") + header + data)
+                fh.truncate()
+
+
+def _sorted_safetensors_header(path: Path) -> tuple[bytes, int]:
+    """(the header of a safetensors file with its ``__metadata__`` keys sorted, the length of
+    the header now). The header is 8 bytes of little-endian length, then JSON padded with
+    spaces to a multiple of 8; tensor offsets count from the end of the header."""
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    return text + b" " * (-len(text) % 8), n
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:

@@ -53,14 +53,14 @@ def odin(
     threads: int = 1,
     device: str = "auto",
 ) -> np.ndarray:
-    import torch
 
+    from sure_ood import numerics
     from sure_ood.cache import load_cache, save_cache
     from sure_ood.data import open_test_loader
     from sure_ood.progress import track
     from sure_ood.scores.odin import ODIN_KEY, odin_scores
 
-    torch.set_num_threads(max(1, threads))
+    numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     cache = load_cache(features)
     t = open_test_loader(test_model, bench, data_dir, split, view, batch_size, device=device)
     model, loader, device = t.model, t.loader, t.device

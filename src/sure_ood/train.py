@@ -179,6 +179,7 @@ def train(
     from torch.utils.data import DataLoader
 
     from sure_ood import distributed as ddp
+    from sure_ood import numerics
     from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
     from sure_ood.models import build_model, load_init, model_spec
     from sure_ood.progress import track
@@ -186,7 +187,7 @@ def train(
     from sure_ood.tricks.sure_step import sure_step
     from sure_ood.tricks.swa import make_swa, maybe_update_bn
 
-    torch.set_num_threads(max(1, threads))
+    numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     dist_info = ddp.setup(device)
     device = dist_info.device
     amp_dtype = ddp.amp_dtype(amp, device, training=True)

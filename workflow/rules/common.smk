@@ -464,3 +464,77 @@ localrules:
     table,
     histogram,
     claims,
+
+
+# ---- numerics: portable | native (sure_ood.numerics, docs/reproducibility.md) -------------
+# One mechanism for every job: the mode reaches each `sure-ood` command through the
+# environment (the CLI applies its pins before importing numpy/torch/numba, and prints the
+# command with `--numerics MODE` to the job's log), and it is part of every rule's `code`
+# param, so changing the mode reruns every job.
+NUMERICS = config["numerics"]
+os.environ.update(SURE_OOD_NUMERICS=NUMERICS)  # set here, read by the jobs
+_stage_code_version = code_version
+
+
+def code_version(stage):
+    """The stage's code version and the numerics mode: a change of either reruns its jobs."""
+    return f"{_stage_code_version(stage)}+{NUMERICS}"
+
+
+# ---- verify: a finished run against its reference (sure_ood.verify) ----------------------
+REFERENCE_DIR = f"results/reference/{BENCH}"
+VERIFY_OUT = f"results/verify/{BENCH}.json"
+
+
+def reference_matches_config():
+    """True when a committed reference exists for this benchmark and was made with this
+    config (same digest of every row's config subtree)."""
+    from sure_ood.verify import config_digest, subtree_digest
+
+    path = f"{REFERENCE_DIR}/manifest.json"
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as fh:
+            digest = json.load(fh).get("config_sha256")
+    except (OSError, ValueError, AttributeError):
+        return False  # a broken manifest: `verify` itself reports it when asked
+    rows = {
+        f"{t}/{r}": subtree_digest(row_config_subtree(config, t, r))
+        for t in config["tables"]
+        for r in config["tables"][t]["rows"]
+    }
+    return digest == config_digest(rows)
+
+
+def verify_targets():
+    """The verify report where the committed reference is of this very config; none
+    otherwise (a published-numbers check is asked for by name: `snakemake VERIFY_OUT`).
+    """
+    return [VERIFY_OUT] if reference_matches_config() else []
+
+
+def get_verify_reference(wildcards):
+    """`--reference DIR` (committed run) or, without one, the config's published numbers."""
+    if os.path.exists(f"{REFERENCE_DIR}/manifest.json"):
+        return f"--reference {shlex.quote(REFERENCE_DIR)}"
+    published = {
+        t: c["published"] for t, c in config["tables"].items() if c.get("published")
+    }
+    if not published:
+        raise ValueError(
+            f"verify: no reference for {BENCH}: neither {REFERENCE_DIR}/manifest.json "
+            "(make reference) nor `published` numbers in the config's tables"
+        )
+    return f"--published {as_json(published)}"
+
+
+def get_verify_manifest(wildcards):
+    path = f"{REFERENCE_DIR}/manifest.json"
+    return [path] if os.path.exists(path) else []
+
+
+def get_all_tables(wildcards):
+    return [
+        f"{OUT}/tables/{t}.{ext}" for t in config["tables"] for ext in ("csv", "md")
+    ]
