@@ -366,19 +366,26 @@ def test_non_finite_training_rows_never_change_scores_silently(method, key, capl
     bad_rows = [3, 17]
     poisoned = _with_nan_rows(train, bad_rows, key)
     keep = np.setdiff1d(np.arange(len(train)), bad_rows)
-    reference = scores.get(method).fit(_subset(train, keep)).score(test)
-    if "train" not in scores.get(method).needs:
+    needs = scores.get(method).needs
+    # temperature_scaling fits on the validation split: the same cache in that role
+    split = "validation" if "val" in needs else "training"
+
+    def fit(cache):
+        return scores.get(method).fit(**({"val": cache} if "val" in needs else {"train": cache}))
+
+    reference = fit(_subset(train, keep)).score(test)
+    if not {"train", "val"} & set(needs):
         # prior from the labels only, or nothing fitted: every row is kept, nothing changes
-        reference = scores.get(method).fit(train).score(test)
+        reference = fit(train).score(test)
     with caplog.at_level("WARNING"):
-        got = scores.get(method).fit(poisoned).score(test)
+        got = fit(poisoned).score(test)
     np.testing.assert_allclose(got, reference, rtol=1e-9, atol=1e-12, equal_nan=True)
     assert np.isfinite(got).all() or not np.isfinite(reference).all()
-    warned = "2 of 60 training rows of train.npz have non-finite logits or features" in caplog.text
-    assert warned == ("train" in scores.get(method).needs)
+    warned = f"2 of 60 {split} rows of train.npz have non-finite logits or features" in caplog.text
+    assert warned == bool({"train", "val"} & set(needs))
     doc = sys.modules[type(scores.get(method)).__module__].__doc__
-    if scores.get(method).fitted or "train" in scores.get(method).needs:
-        assert "training rows" in doc.lower(), f"{method}: policy not documented"
+    if scores.get(method).fitted or "train" in needs:
+        assert f"{split} rows" in doc.lower(), f"{method}: policy not documented"
 
 
 @pytest.mark.parametrize("method", FITTED)
@@ -519,11 +526,11 @@ def test_unreadable_caches_get_one_line(caches, capsys, how, why, role):
 def test_unreadable_score_tables_get_one_line(tmp_path, capsys, make, why):
     bad = tmp_path / "scores.parquet"
     make(bad)
-    for argv in (
-        ["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r"],
-        ["fuse", "--scores", bad],
+    for argv, out in (
+        (["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r"], "o.json"),
+        (["fuse", "--scores", bad], "o.parquet"),
     ):
-        assert _cli(*argv, "--out", tmp_path / "o.out") == 2
+        assert _cli(*argv, "--out", tmp_path / out) == 2
         _one_line_error(capsys, f"{bad}: {why}")
 
 

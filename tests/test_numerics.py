@@ -107,9 +107,13 @@ def test_cli_logs_the_command_with_its_mode_and_restores_the_env(capsys, monkeyp
     from sure_ood.cli import main
 
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("SURE_OOD_LOG_COMMAND", "1")  # as the workflow's jobs
     assert main(["--numerics", "portable", "score", "--list"]) == 0
     assert "sure-ood: command: sure-ood --numerics portable score --list" in capsys.readouterr().err
     assert os.environ["ATEN_CPU_CAPABILITY"] == "default"
+    monkeypatch.delenv("SURE_OOD_LOG_COMMAND")  # by hand: stderr is for errors only
+    assert main(["--numerics", "portable", "score", "--list"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 PROBE = """

@@ -201,7 +201,9 @@ def test_every_rule_has_its_code_version_param():
         if smk.stem == "common":
             continue
         text = smk.read_text()
-        for rule in re.findall(r"^rule (\w+):", text, re.M):
+        for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, re.M | re.S):
+            # the stage the rule's command runs (write_reference runs `sure-ood verify`)
+            stage = (re.findall(r"sure-ood (\w+)", body) or [rule])[0]
             # score: per method (get_score_code -> method_code_version)
-            version = "code=get_score_code" if rule == "score" else f'code=code_version("{rule}")'
-            assert version in text, f"{smk.name}: rule {rule}"
+            version = "code=get_score_code" if rule == "score" else f'code=code_version("{stage}")'
+            assert version in body, f"{smk.name}: rule {rule}"

@@ -97,12 +97,16 @@ def _run_stage(stage: str, argv: list[str], mode: str) -> int:
     from sure_ood.io import InputError
 
     late = numerics.apply(mode)
-    print(
-        "sure-ood: command: " + shlex.join(["sure-ood", "--numerics", mode, *argv]),
-        file=sys.stderr,
-        flush=True,
-    )
-    if late and mode == "portable":
+    # Workflow jobs (SURE_OOD_LOG_COMMAND set by the rules) begin their log with the command
+    # that reruns them by hand; a hand or in-process call keeps its stderr for errors only.
+    log_command = bool(os.environ.get("SURE_OOD_LOG_COMMAND"))
+    if log_command:
+        print(
+            "sure-ood: command: " + shlex.join(["sure-ood", "--numerics", mode, *argv]),
+            file=sys.stderr,
+            flush=True,
+        )
+    if late and mode == "portable" and log_command:
         print(
             f"sure-ood: note: {', '.join(late)} already loaded in this process: its numerics "
             "pins apply to processes started from here only",

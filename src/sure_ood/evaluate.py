@@ -247,13 +247,13 @@ def run(args: argparse.Namespace) -> int:
     from sure_ood.args import check_suffix, json_arg
     from sure_ood.inputs import check_out_not_input
 
-    check_suffix(args.out, "--out", ".json", what="the row as JSON")
     check_out_not_input(
         args.out,
         [("--scores", p) for p in args.scores]
         + [("--checkpoints", p) for p in args.checkpoints]
         + [("--features", p) for p in args.features],
     )
+    check_suffix(args.out, "--out", ".json", what="the row as JSON")
     res = evaluate(
         args.scores,
         json_arg(args.row, "--row"),

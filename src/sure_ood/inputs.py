@@ -119,8 +119,11 @@ def check_same_space(train: FeatureCache, test: FeatureCache, method: str) -> No
         )
 
 
-def finite_training_rows(train: FeatureCache, method: str, per_class: bool) -> FeatureCache:
-    """The training cache without its rows whose logits or features are not finite.
+def finite_training_rows(
+    train: FeatureCache, method: str, per_class: bool, split: str = "training"
+) -> FeatureCache:
+    """The training (or, with ``split="validation"``, validation) cache without its rows whose
+    logits or features are not finite.
 
     Fitted statistics (means, covariances, percentiles, neighbour banks, templates) are
     estimated from the finite rows; a warning counts the rows left out. Refused when no row
@@ -129,8 +132,14 @@ def finite_training_rows(train: FeatureCache, method: str, per_class: bool) -> F
     """
     from sure_ood.cache import FeatureCache
 
+    def given(key):  # the Python API's ArrayCache holds only what the method reads
+        try:
+            return getattr(train, key)
+        except InputError:
+            return None
+
     keep = np.ones(len(train), dtype=bool)
-    for arr in (train.logits, train.features, train.prenorm_features):
+    for arr in (given("logits"), given("features"), given("prenorm_features")):
         if arr is not None:
             keep &= np.isfinite(np.asarray(arr)).all(axis=1)
     dropped = int((~keep).sum())
@@ -138,7 +147,7 @@ def finite_training_rows(train: FeatureCache, method: str, per_class: bool) -> F
         return train
     if not keep.any():
         raise InputError(
-            f"{train.source}: all {len(train)} training rows have non-finite logits or "
+            f"{train.source}: all {len(train)} {split} rows have non-finite logits or "
             f"features; nothing to fit {method!r} on"
         )
     if per_class:
@@ -147,14 +156,16 @@ def finite_training_rows(train: FeatureCache, method: str, per_class: bool) -> F
         lost = sorted(had - left)
         if lost:
             raise InputError(
-                f"{train.source}: every training row of class(es) {lost[:10]} has non-finite "
+                f"{train.source}: every {split} row of class(es) {lost[:10]} has non-finite "
                 f"logits or features; {method!r} needs per-class statistics"
             )
     first = int(np.flatnonzero(~keep)[0])
     warn(
-        f"{method}: {dropped} of {len(train)} training rows of {train.source} have non-finite "
+        f"{method}: {dropped} of {len(train)} {split} rows of {train.source} have non-finite "
         f"logits or features (first at row {first}); left out of the fitted statistics"
     )
+    if not isinstance(train, FeatureCache):
+        return train.rows(keep)
     return FeatureCache(
         logits=train.logits[keep],
         features=train.features[keep],

@@ -472,7 +472,8 @@ localrules:
 # command with `--numerics MODE` to the job's log), and it is part of every rule's `code`
 # param, so changing the mode reruns every job.
 NUMERICS = config["numerics"]
-os.environ.update(SURE_OOD_NUMERICS=NUMERICS)  # set here, read by the jobs
+# set here, read by the jobs; SURE_OOD_LOG_COMMAND: each job logs its command first
+os.environ.update(SURE_OOD_NUMERICS=NUMERICS, SURE_OOD_LOG_COMMAND="1")
 _stage_code_version = code_version
 
 

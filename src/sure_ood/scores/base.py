@@ -88,17 +88,17 @@ class Scorer:
         """
         if not self.fitted:
             return self
+        from sure_ood.inputs import finite_training_rows
+
         if "val" in self.needs:
             if val is None:
                 raise InputError(
                     f"method {self.name!r} is fitted on the validation split; none given"
                 )
-            train = val
+            train = finite_training_rows(val, self.name, self.per_class_fit, "validation")
         if "train" in self.needs and train is None:
             raise InputError(f"method {self.name!r} is fitted on training features; none given")
         if "train" in self.needs:
-            from sure_ood.inputs import finite_training_rows
-
             train = finite_training_rows(train, self.name, self.per_class_fit)
         if train is not None:
             self._num_classes = train.num_classes
@@ -302,9 +302,19 @@ class ArrayCache:
         for key in ("logits", "features", "head_weight"):
             if key in given and np.ndim(given[key]) != 2:
                 raise InputError(f"arrays: {key!r} must be 2-D, got shape {np.shape(given[key])}")
+        from sure_ood.inputs import check_dtypes
+
+        check_dtypes(given, self.source)  # the same door as a cache file: no silent casts
         self._arrays = given
         self._n = next(iter(n.values()), 0)
         self.extra: dict[str, np.ndarray] = {}
+
+    def rows(self, keep: np.ndarray) -> ArrayCache:
+        """The same arrays for the images selected by ``keep`` (head parameters unchanged)."""
+        per_image = ("logits", "features", "labels", "prenorm_features")
+        return ArrayCache(
+            **{k: (v[keep] if k in per_image else v) for k, v in self._arrays.items()}
+        )
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
@@ -354,11 +364,7 @@ def arrays(
         return FeatureCache(
             logits=np.asarray(logits),
             features=np.asarray(features),
-            labels=(
-                np.full(len(logits), -1, np.int64)
-                if labels is None
-                else np.asarray(labels, np.int64)
-            ),
+            labels=(np.full(len(logits), -1, np.int64) if labels is None else np.asarray(labels)),
             head_weight=np.asarray(head_weight),
             head_type=head_type,
             head_bias=None if head_bias is None else np.asarray(head_bias),
@@ -371,7 +377,7 @@ def arrays(
     return ArrayCache(
         logits=logits,
         features=features,
-        labels=None if labels is None else np.asarray(labels, np.int64),
+        labels=None if labels is None else np.asarray(labels),
         head_weight=head_weight,
     )
 
