@@ -36,7 +36,7 @@ def test_published_config_matches_the_spec():
         "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-3, "sam_rho": 0.05,
         "swa_start_epoch": 0, "swa_lr": 1e-4, "swa_anneal_epochs": 10, "mixup_weight": 0.2,
         "mixup_beta": 10.0, "crl_weight": 0.0, "head": "cosine", "cos_temperature": 8.0,
-        "feature_clip": 100.0, "label_smoothing": 0.1, "augmentation": "randaugment",
+        "feature_clip": 100.0, "label_smoothing": 0.1, "augmentation": "reference",
     }  # fmt: skip
     assert {k: sure[k] for k in expected} == expected
     b = cfg["benchmark"]

@@ -139,6 +139,23 @@ class GlobalBatchSampler:
         return len(self._global_batches(list(range(self.n))))
 
 
+def rank_worker_init(rank: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` under data parallelism: reseed the worker's python,
+    numpy and torch streams from its torch seed (base seed + worker id, the same on every
+    rank, since the base seed comes from the shared order generator) and the ``rank``, so
+    each (rank, worker) pair draws its own augmentations, reproducibly."""
+    import random
+
+    import numpy as np
+
+    from sure_ood.data import stream_seed
+
+    s = stream_seed(torch.initial_seed() % 2**63, rank, worker_id)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
 class GlobalMeanGradients:
     """A DDP communication hook state: gradients become the mean over the GLOBAL batch even
     when the processes' slices differ in size (the last batch of an epoch).
