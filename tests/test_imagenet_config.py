@@ -48,6 +48,23 @@ def test_published_config_matches_the_spec():
     tricks = [pub[("tricks", r)] for r in cfg["tables"]["tricks"]["rows"]]
     assert tricks == [(79.97, 68.03), (80.25, 64.59), (80.31, 64.25), (80.61, 63.58),
                       (81.54, 61.72)]  # fmt: skip
+    # report Table 2: AUROC and FPR@TPR95 of all eight post-hoc scores
+    assert {r: pub[("posthoc", r)] for r in cfg["tables"]["posthoc"]["published"]} == {
+        "msp": (76.09, 73.02), "odin": (77.79, 71.76), "energy": (77.16, 70.01),
+        "gradnorm": (57.29, 70.35), "rp_msp": (76.12, 73.19), "rw_odin": (76.49, 71.88),
+        "rw_energy": (77.71, 71.08), "rp_gradnorm": (79.97, 68.03),
+    }  # fmt: skip
+    fivecrop = cfg["tables"]["tricks"]["published"]["sure_no_ln_480_ensemble_fivecrop"]
+    assert fivecrop["id_accuracy"] == 84.41  # the challenge leaderboard's ACC
+    # the reference code's ODIN settings for the published rows, OpenOOD's as an alternative
+    from sure_ood.config import odin_params
+
+    methods = cfg["methods"]
+    for m in ("odin", "rw_odin"):
+        assert odin_params(methods[m]["params"]) == {
+            "temperature": 1000.0, "epsilon": 0.0, "std_scaled": False
+        }  # fmt: skip
+    assert odin_params(methods["odin_openood"]["params"])["epsilon"] == 0.0014
     rows = cfg["tables"]["tricks"]["rows"]
     assert rows["sure_no_ln_480_ensemble_fivecrop"] == {
         "seeds": [0, 1], "drop_final_norm": True, "img_size": 480, "views": "five_crop"

@@ -30,6 +30,32 @@ ROW_DEFAULTS = {
 # gradient sign divided by the normalisation std; spec 7.3).
 ODIN_PARAMS = {"temperature": 1000.0, "epsilon": 0.0014, "std_scaled": True}
 
+# Named ODIN settings (``methods.<id>.params.preset``; explicit parameters override them):
+# - reference: the SURE-OOD reference code (SSB-OSR utils/funcs.py test_predict_ODIN and
+#   test_predict_ODIN_RW, called with their defaults): T = 1000, eps = 0, no std scaling,
+#   i.e. temperature-scaled MSP; RW+ODIN multiplies it by 1 - cos(p, prior), p clean at T = 1;
+# - openood: OpenOOD's odin.yml (T = 1000, eps = 0.0014 in [0, 1]-pixel units), the default.
+ODIN_PRESETS = {
+    "reference": {"temperature": 1000.0, "epsilon": 0.0, "std_scaled": False},
+    "openood": dict(ODIN_PARAMS),
+}
+
+
+def odin_params(params: dict, where: str = "params") -> dict:
+    """The full ODIN settings of a method's ``params``: the defaults, then its ``preset``,
+    then its explicit keys. An unknown preset is a ConfigError naming ``<where>.preset``."""
+    params = dict(params or {})
+    preset = params.pop("preset", None)
+    base = dict(ODIN_PARAMS)
+    if preset is not None:
+        if preset not in ODIN_PRESETS:
+            raise ConfigError(
+                f"{where}.preset: unknown ODIN preset {preset!r} "
+                f"(known: {', '.join(sorted(ODIN_PRESETS))})"
+            )
+        base.update(ODIN_PRESETS[preset])
+    return {**base, **params}
+
 
 class ConfigError(InputError):
     """A config problem found before any job runs; the message starts with the key path."""
@@ -172,12 +198,13 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
         params = m.get("params", {})
         if "network" in scores.get(m["method"]).needs:
             # ODIN-style methods: the hyper-parameters belong to the `odin` rule
-            bad = sorted(set(params) - set(ODIN_PARAMS))
+            bad = sorted(set(params) - set(ODIN_PARAMS) - {"preset"})
             if bad:
                 raise ConfigError(
                     f"methods.{mid}.params: unknown parameter(s) {bad} for "
-                    f"{m['method']!r} (known: {sorted(ODIN_PARAMS)})"
+                    f"{m['method']!r} (known: {sorted([*ODIN_PARAMS, 'preset'])})"
                 )
+            odin_params(params, f"methods.{mid}.params")
             continue
         try:
             scores.get(m["method"], **params)
@@ -355,12 +382,18 @@ def _check_row_options(config: dict, path: str, row: dict) -> None:
 
 def _check_published(config: dict) -> None:
     for table, t in config.get("tables", {}).items():
-        for row_id in t.get("published", {}) or {}:
+        for row_id, numbers in (t.get("published", {}) or {}).items():
             if row_id not in t.get("rows", {}):
                 raise ConfigError(
                     f"tables.{table}.published.{row_id}: not a row of the table "
                     f"(rows: {', '.join(t.get('rows', {}))})"
                 )
+            for key, v in (numbers or {}).items():
+                if isinstance(v, (int, float)) and not 0 <= v <= 100:
+                    raise ConfigError(
+                        f"tables.{table}.published.{row_id}.{key}: {v} is outside [0, 100] "
+                        "(published numbers are percentages)"
+                    )
 
 
 # ---- schema validation with key paths ------------------------------------------------------

@@ -5,7 +5,7 @@ import os
 import shlex
 
 from sure_ood.config import (
-    ODIN_PARAMS,
+    odin_params,
     all_rows,
     all_test_models,
     check_config,
@@ -218,7 +218,7 @@ def method_needs(method_id):
 # ODIN's hyper-parameters belong to the `odin` rule (it runs the network); its scorers have none.
 def odin_slug(params):
     """The ODIN settings as a path level: methods with the same settings share one job."""
-    p = {**ODIN_PARAMS, **params}
+    p = odin_params(params)
     return f"t{float(p['temperature']):g}_e{float(p['epsilon']):g}_s{int(bool(p['std_scaled']))}"
 
 
