@@ -254,3 +254,110 @@ def test_reference_augmentation_is_timms_create_transform_with_the_reference_arg
     seed_all(0)
     random.seed(1)
     assert not torch.equal(a, ours(tensor))
+
+
+def test_posterize_keeping_zero_bits_gives_black_instead_of_crashing():
+    """timm's PosterizeIncreasing keeps 0 bits at magnitude 10 (reachable with mstd 0.5);
+    Pillow >= 10 raises there, so the reference policy patches it to Pillow < 10's black."""
+    from PIL import Image
+
+    tf = make_transform("center", 32, NORM3, train=True, augmentation="reference")
+    ra = next(t for t in tf.transforms[1].transforms if hasattr(t, "ops"))
+    op = next(o for o in ra.ops if o.name == "PosterizeIncreasing")
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0
+    img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    assert np.asarray(op(img)).max() == 0
+    op.magnitude = 5  # 4 - int(5 / 10 * 4) = 2 bits kept: Pillow's own posterize
+    assert np.asarray(op(img)).max() == 192
+
+
+# ---- 6. streamed float32 fusion -----------------------------------------------------------
+def test_float32_streamed_softmax_mean_matches_float64(monkeypatch):
+    """The fused class prediction: float32 sums, a few rows at a time, against float64 in one
+    go. They agree wherever the float64 top-2 gap exceeds float32's resolution."""
+    from scipy.special import softmax
+
+    from sure_ood import fuse
+
+    monkeypatch.setattr(fuse, "BLOCK_BYTES", 4 * 100 * 7)  # 7 rows per block
+    rng = np.random.default_rng(0)
+    views = [rng.normal(0, 4, (500, 100)).astype(np.float32) for _ in range(5)]
+    acc = np.zeros((500, 100), dtype=np.float32)
+    for z in views:
+        fuse.add_softmax(acc, z)
+    ref = np.mean([softmax(z.astype(np.float64), axis=1) for z in views], axis=0)
+    np.testing.assert_allclose(acc / 5, ref, rtol=0, atol=1e-6)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 1e-6
+    assert clear.mean() > 0.99
+    assert np.array_equal(acc.argmax(1)[clear], ref.argmax(1)[clear])
+
+
+# ---- 7. precision the device cannot run ---------------------------------------------------
+def test_a_precision_the_device_cannot_run_fails_naming_the_key(monkeypatch):
+    """A CUDA-free stand-in: the capability queries answer as an old GPU would."""
+    from sure_ood.distributed import check_precision
+    from sure_ood.io import InputError
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 0))
+    with pytest.raises(InputError, match=r"^compute\.odin\.amp: bf16 is not supported by Tesla"):
+        check_precision("bf16", "cuda:0", "compute.odin.amp")
+    with pytest.raises(InputError, match=r"^compute\.amp: tf32 needs compute capability 8\.0"):
+        check_precision("tf32", "cuda:0")
+    with pytest.raises(InputError, match=r"^compute\.amp: 'fp8' is not one of"):
+        check_precision("fp8", "cpu")
+    check_precision("bf16", "cpu")  # the CPU runs float32 whatever is asked
+    check_precision("none", "cuda:0")
+
+
+def test_odin_with_zero_epsilon_is_temperature_scaled_msp():
+    """The reference preset (eps 0) skips the input gradient: the score is max softmax(z/T)."""
+    from sure_ood.scores.odin import odin_scores
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    x = torch.randn(4, 3, 2, 2)
+    want = torch.softmax(model(x) / 1000.0, dim=1).max(dim=1).values.double()
+    np.testing.assert_allclose(odin_scores(model, x, 1000.0, 0.0), want.detach().numpy())
+    # eps > 0 still perturbs (and differs)
+    assert not np.allclose(odin_scores(model, x, 1.0, 0.5), odin_scores(model, x, 1.0, 0.0))
+
+
+# ---- 4. the published ID accuracy column ---------------------------------------------------
+def test_published_accuracy_is_a_column_beside_ours():
+    from sure_ood.table import collect, to_markdown
+
+    row = {
+        "table": "t", "row": "final", "auroc": 0.8, "fpr_at_95_tpr": 0.6, "id_accuracy": 0.85,
+        "n_id": 10, "n_ood": 20, "provenance": {"row_config": {"method": "rp_gradnorm"}},
+    }  # fmt: skip
+    cfg = {"published": {"final": {"auroc": 81.54, "fpr_at_95_tpr": 61.72, "id_accuracy": 84.41}}}
+    df = collect([row], cfg)
+    assert df.loc[0, "published_id_accuracy"] == pytest.approx(0.8441)
+    lines = to_markdown(df, "T").splitlines()
+    head = [c.strip() for c in lines[2].strip("|").split("|")]
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert head[-3:] == ["published AUROC", "published FPR@95", "published ACC"]
+    assert cells[-3:] == ["81.54", "61.72", "84.41"]
+    assert cells[head.index("ACC")] == "85.00"
+
+
+# ---- 6. local rules name real rules --------------------------------------------------------
+@pytest.mark.workflow
+def test_the_schema_lists_exactly_the_workflow_rules(tmp_path):
+    """`local_rules` is checked against the schema's list of rule names: that list must be the
+    Snakefile's rules (for both extraction layouts), or a real rule could not be set local."""
+    import yaml
+    from conftest import ROOT, copy_workflow, run_snakemake
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    listed = set(schema["properties"]["local_rules"]["items"]["enum"])
+    work = copy_workflow(tmp_path)
+    rules = set()
+    for cfg in ("config/digits_osr.yaml", "config/imagenet_ssb.yaml"):
+        out = run_snakemake(work, "--list-rules", "--configfile", cfg,
+                            "--config", "data_root=/nonexistent").stdout  # fmt: skip
+        rules |= {line.strip() for line in out.splitlines() if line.strip()}
+    assert rules == listed

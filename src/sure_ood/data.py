@@ -204,7 +204,30 @@ def reference_train_transform(img_size: int, norm: Normalization):
         std=tuple(norm.std),
         **REFERENCE_AUGMENTATION,
     )
+    _posterize_zero_bits(tf)
     return v2.Compose([v2.ToPILImage(), tf])
+
+
+def _posterize_zero_bits(tf) -> None:
+    """Let timm's Posterize ops keep 0 bits again, as the Pillow the reference ran with did.
+
+    With ``mstd`` the magnitude can reach 10, where ``PosterizeIncreasing`` keeps 0 bits;
+    Pillow >= 10 refuses ``ImageOps.posterize(img, 0)`` (ValueError) where older Pillow
+    returned a black image, so an unpatched run crashes at a random step of an epoch."""
+    from timm.data import auto_augment
+
+    for t in getattr(tf, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize
+
+
+def _posterize(img, bits_to_keep, **kw):
+    from timm.data import auto_augment
+
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)  # no bit kept: black, as Pillow < 10 computed it
+    return auto_augment.posterize(img, bits_to_keep, **kw)
 
 
 def stream_seed(*keys: int) -> int:
@@ -337,6 +360,49 @@ def resolve_transform_config(bench: dict, model=None) -> dict:
         "crop_ratio": float(t.get("crop_ratio", timm_cfg.get("crop_pct", 1.0))),
         "interpolation": interp,
     }
+
+
+# ---- run identity: what the images are, never where they are ------------------------------
+# Benchmark keys that only locate the images (moving the data changes them, nothing else).
+LOCATION_KEYS = ("data_root", "splits", "ssb_splits")
+# Keys that only shape the OOD test splits (training never sees them).
+OOD_KEYS = ("ood_splits", "unknown_classes", "ood_fraction")
+
+
+def benchmark_identity(bench: dict, stage: str) -> dict:
+    """The benchmark keys a stage's results depend on, without the location keys: ``train``
+    also drops the OOD-only keys, ``extract``/``odin`` only the list of OOD splits (each
+    split is its own job, so adding one reruns nothing else). The images themselves are
+    identified by :func:`split_identity` of the manifest."""
+    drop = set(LOCATION_KEYS) | ({"ood_splits"} if stage != "train" else set(OOD_KEYS))
+    return {k: v for k, v in bench.items() if k not in drop}
+
+
+def split_identity(manifest, splits) -> str:
+    """A digest of the images of ``splits`` in a manifest (a DataFrame or a parquet path):
+    split, class, label, and each file's path relative to the common folder of its split,
+    so the same images in another folder give the same digest. ``""`` for a missing file."""
+    import hashlib
+    import os
+
+    import pandas as pd
+
+    if not isinstance(manifest, pd.DataFrame):
+        if not os.path.exists(manifest):
+            return ""
+        manifest = read_manifest(manifest)
+    h = hashlib.sha256()
+    for split in sorted(splits):
+        rows = manifest[manifest["split"] == split]
+        cols = [c for c in ("class_id", "label", "source_index") if c in rows]
+        h.update(f"{split}:{len(rows)}".encode())
+        h.update(pd.util.hash_pandas_object(rows[cols], index=False).to_numpy().tobytes())
+        if "path" in rows and len(rows):
+            paths = rows["path"].astype(str).tolist()
+            root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+            rel = [os.path.relpath(p, root) for p in paths]
+            h.update("\n".join(rel).encode())
+    return h.hexdigest()[:16]
 
 
 def read_manifest(path):

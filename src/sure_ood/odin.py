@@ -33,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="divide the gradient sign by the normalisation std (OpenOOD; eps in pixel units)",
     )
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
+    p.add_argument(
+        "--amp",
+        default="none",
+        choices=("none", "bf16", "tf32"),
+        help="precision on CUDA: none = float32 (the reference's), bf16 autocast, tf32 matmuls",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, type=Path)
@@ -96,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         args.threads,
         args.device,
+        args.workers,
+        args.amp,
+        {"auto": None, "true": True, "false": False}[args.pin_memory],
     )
     print(f"{args.out}: ODIN scores of {len(s)} images (mean {s.mean():.4f})")
     return 0

@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp",
         default="none",
-        choices=("none", "bf16", "fp16"),
-        help="autocast dtype on CUDA (no effect on the CPU)",
+        choices=("none", "bf16", "fp16", "tf32"),
+        help="precision on CUDA: autocast dtype, or tf32 matmuls (no effect on the CPU)",
     )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory (CUDA)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -231,11 +231,13 @@ def train(
 
     from sure_ood import distributed as ddp
     from sure_ood.data import (
+        TRAIN_SPLITS,
         PerSampleRandomness,
         make_transform,
         open_split,
         read_manifest,
         resolve_transform_config,
+        split_identity,
     )
     from sure_ood.models import build_model, load_init, model_spec
     from sure_ood.tricks.crl import CorrectnessHistory as _CorrectnessHistory
@@ -245,6 +247,7 @@ def train(
     torch.set_num_threads(max(1, threads))
     dist_info = ddp.setup(device)
     device = dist_info.device
+    ddp.check_precision(amp, device, "compute.amp")
     amp_dtype = ddp.amp_dtype(amp, device, training=True)
     channels_last = ddp.use_channels_last(channels_last, device)
     if pin_memory is None:
@@ -319,7 +322,10 @@ def train(
 
     # The state folder is keyed by everything that defines the run, so an edited recipe
     # starts afresh instead of resuming a different run (and the old state is kept).
-    fingerprint = run_fingerprint(bench, model_cfg, recipe, seed, file_init)
+    # The images are part of it through their content (not their folder): moving the data
+    # resumes, different training images start afresh.
+    data_id = split_identity(manifest, TRAIN_SPLITS)
+    fingerprint = run_fingerprint(bench, model_cfg, recipe, seed, file_init, data_id)
     state_dir = state_dir / fingerprint
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / STATE_NAME
@@ -556,13 +562,19 @@ def epoch_loader(train_ds, batch_size: int, seed: int, epoch: int, dist_info, lo
     return loader, gen, mix_gen
 
 
-def run_fingerprint(bench, model_cfg, recipe, seed, init_file) -> str:
-    """Short hash of everything that defines a run (and of the init file's bytes)."""
+def run_fingerprint(bench, model_cfg, recipe, seed, init_file, data_id: str = "") -> str:
+    """Short hash of everything that defines a run: the benchmark's identity keys (never the
+    data's location), model, recipe, seed, the training images' digest, the init file's
+    bytes and the training code."""
     import hashlib
 
     from sure_ood.code_version import code_version
+    from sure_ood.data import benchmark_identity
 
-    h = hashlib.sha256(json.dumps([bench, model_cfg, recipe, seed], sort_keys=True).encode())
+    ident = benchmark_identity(bench, "train")
+    h = hashlib.sha256(json.dumps([ident, model_cfg, recipe, seed], sort_keys=True).encode())
+    if data_id:
+        h.update(data_id.encode())
     if init_file:
         h.update(file_digest(init_file).encode())
     # the training code too: a state written by other code is another run, never resumed

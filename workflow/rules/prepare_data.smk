@@ -10,8 +10,8 @@ rule prepare_data:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("prepare_data", "mem_mb", 2000),
-        runtime=res("prepare_data", "runtime", 30),
+        mem_mb=grow("prepare_data", "mem_mb", 2000),
+        runtime=grow("prepare_data", "runtime", 30),
     params:
         code=code_version("prepare_data"),
         benchmark=get_split_config(),
