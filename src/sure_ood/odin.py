@@ -60,22 +60,38 @@ def odin(
     batch_size: int = 256,
     threads: int = 1,
     device: str = "auto",
+    workers: int = 0,
+    amp: str = "none",
+    pin_memory: bool | None = None,
 ) -> np.ndarray:
+    """ODIN scores of one split and view, added to its feature cache (written to ``out``).
+
+    ``workers`` / ``pin_memory`` feed the loader; ``amp`` (``compute.odin.amp``) runs the
+    forward and the input-gradient backward under bf16 autocast or with TF32 matmuls on CUDA
+    (float32 softmax either way); a device that cannot run it fails before any batch."""
     import torch
 
     from sure_ood.cache import load_cache, save_cache
     from sure_ood.data import open_test_loader
+    from sure_ood.distributed import autocast, check_precision
     from sure_ood.scores.odin import ODIN_KEY, odin_scores
 
     torch.set_num_threads(max(1, threads))
     cache = load_cache(features)
-    t = open_test_loader(test_model, bench, data_dir, split, view, batch_size, device=device)
+    t = open_test_loader(
+        test_model, bench, data_dir, split, view, batch_size, workers, device,
+        pin_memory=pin_memory,
+    )  # fmt: skip
     model, loader, device = t.model, t.loader, t.device
+    check_precision(amp, device, "compute.odin.amp")
     model.eval().requires_grad_(False)
     std = t.norm.std if std_scaled else None
     parts, labels = [], []
+    non_blocking = device.startswith("cuda")
     for x, y, _ in loader:
-        parts.append(odin_scores(model, x.to(device), temperature, epsilon, std))
+        x = x.to(device, non_blocking=non_blocking)
+        with autocast("bf16" if amp == "bf16" else "none", device):
+            parts.append(odin_scores(model, x, temperature, epsilon, std))
         labels.append(y.numpy())
     scores = np.concatenate(parts)
     if not np.array_equal(np.concatenate(labels), cache.labels):
