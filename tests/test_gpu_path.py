@@ -141,7 +141,8 @@ def _batches(ds, rank: int, world: int, workers: int, seed: int = 0, epoch: int 
 
 def _same_draws(a: list, b: list) -> int:
     """How many same-position images two sequences of batches share."""
-    return sum(torch.equal(u, v) for x, y in zip(a, b) for u, v in zip(x, y))
+    pairs = zip(a, b, strict=True)
+    return sum(torch.equal(u, v) for x, y in pairs for u, v in zip(x, y, strict=True))
 
 
 @pytest.mark.parametrize("policy", ["basic", "reference"])
@@ -236,6 +237,7 @@ def test_reference_augmentation_is_timms_create_transform_with_the_reference_arg
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
     pil, tensor = Image.fromarray(arr), torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
     def seed_all(seed):  # timm draws from python's random, numpy (op choice) and torch (erasing)
         random.seed(seed)
         np.random.seed(seed)
