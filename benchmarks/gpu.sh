@@ -309,8 +309,9 @@ print(f"\nprojection on this device: test pass {N_TEST_IMAGES} x {N_CROPS} crops
 if args.json:
     with open(args.json, "w") as f:
         json.dump(res, f, indent=2)
-# the package's extraction must keep up with the raw forward (issue 10's target)
-if min(r["extract_device_input_over_raw"] for r in res["extract"].values()) < 0.9:
+# the package's extraction must keep up with the raw forward (issue 10's target); not judged
+# on the CPU smoke run, whose tiny model times only overheads
+if not smoke and min(r["extract_device_input_over_raw"] for r in res["extract"].values()) < 0.9:
     sys.exit("gpu.sh: forward_cache is below 0.9x the raw forward")
 PYEOF
 RC_THRU=$?

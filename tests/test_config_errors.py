@@ -258,6 +258,11 @@ CASES += [
         r"methods\.odin_cp\.params\.preset: unknown ODIN preset 'cp' \(known: openood, reference",
     ),
     (
+        "fp16_training",
+        lambda c: _set(c, "compute", {"amp": "fp16"}),
+        r"compute\.amp: fp16 cannot train recipe 'baseline' \(it needs loss scaling",
+    ),
+    (
         "local_rule_missing",
         lambda c: _set(c, "local_rules", ["all", "scroe"]),
         r"local_rules\[1\]: 'scroe' is not one of \['all', 'prepare_data'",

@@ -187,6 +187,7 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
     _check_models(config)
     _check_recipes(config, Path(base_dir) if base_dir is not None else Path.cwd())
     _check_published(config)
+    _check_precision(config)
     models, recipes = config.get("models", {}), config.get("recipes", {})
     registered = set(scores.available())
     for mid, m in config.get("methods", {}).items():
@@ -377,6 +378,18 @@ def _check_row_options(config: dict, path: str, row: dict) -> None:
         raise ConfigError(
             f"{path}.img_size: test resolution {size} is not a multiple of the patch size {p} "
             f"of model {row['model']!r}"
+        )
+
+
+def _check_precision(config: dict) -> None:
+    """A precision no device can train with fails here, before any job (what a given GPU
+    cannot run is checked when its job starts: sure_ood.distributed.check_precision)."""
+    amp = config.get("compute", {}).get("amp", "none")
+    training = [rid for rid, r in config.get("recipes", {}).items() if int(r.get("epochs", 0))]
+    if amp == "fp16" and training:
+        raise ConfigError(
+            f"compute.amp: fp16 cannot train recipe {training[0]!r} (it needs loss scaling, "
+            "which the SAM step does not do); use bf16, tf32 or none"
         )
 
 
