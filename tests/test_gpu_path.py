@@ -363,3 +363,33 @@ def test_the_schema_lists_exactly_the_workflow_rules(tmp_path):
                             "--config", "data_root=/nonexistent").stdout  # fmt: skip
         rules |= {line.strip() for line in out.splitlines() if line.strip()}
     assert rules == listed
+
+
+# ---- 5. run identity: the manifest does not know where the data folder is -----------------
+def test_manifest_paths_follow_the_data_root(tmp_path):
+    import shutil
+
+    import yaml
+    from conftest import ROOT
+    from imagefolder_fixture import make_imagefolder
+
+    from sure_ood.data import TRAIN_SPLITS, open_split, read_manifest, split_identity
+    from sure_ood.io import InputError
+    from sure_ood.prepare_data import prepare
+
+    bench = yaml.safe_load((ROOT / "config/imagenet_ssb_tiny.yaml").read_text())["benchmark"]
+    bench["data_root"] = str(make_imagefolder(tmp_path / "a", n_train=4, n_val=2, n_ood=2))
+    prepare(bench, tmp_path / "prep", 1)
+    m = read_manifest(tmp_path / "prep/manifest.parquet")
+    assert not any(p.startswith("/") for p in m["path"])  # relative to data_root
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    moved = {**bench, "data_root": str(tmp_path / "b")}
+    x, label, _ = open_split(moved, m, "train")[0]
+    assert x.shape[0] == 3 and label >= 0
+    # the same images elsewhere are the same training data
+    prepare(moved, tmp_path / "prep_b", 1)
+    m_b = read_manifest(tmp_path / "prep_b/manifest.parquet")
+    assert m_b.equals(m)
+    assert split_identity(m_b, TRAIN_SPLITS) == split_identity(m, TRAIN_SPLITS) != ""
+    with pytest.raises(InputError, match=r"^benchmark\.data_root: not set"):
+        open_split({k: v for k, v in bench.items() if k != "data_root"}, m, "train")

@@ -326,8 +326,26 @@ def open_split(bench: dict, manifest, split: str, transform=None):
 
         if "path" not in rows.columns:
             raise InputError(f"the manifest of benchmark {bench['name']!r} has no 'path' column")
-        return ImageFileDataset(rows["path"].tolist(), rows["label"].to_numpy(), transform)
+        return ImageFileDataset(_located(rows["path"].tolist(), bench), rows["label"].to_numpy(),
+                                transform)  # fmt: skip
     raise InputError(f"benchmark.source: unknown source {source!r}")
+
+
+def _located(paths: list[str], bench: dict) -> list[str]:
+    """Manifest paths as files: relative ones (under the data folder) joined to the
+    benchmark's current ``data_root``, absolute ones as they are."""
+    import os
+
+    rel = [p for p in paths if not os.path.isabs(p)]
+    if not rel:
+        return paths
+    if not bench.get("data_root"):
+        raise InputError(
+            f"benchmark.data_root: not set, but the manifest of {bench['name']!r} holds paths "
+            f"relative to it (e.g. {rel[0]!r}); pass --config data_root=..."
+        )
+    root = os.path.abspath(os.path.expanduser(bench["data_root"]))
+    return [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
 
 
 def resolve_transform_config(bench: dict, model=None) -> dict:
@@ -399,8 +417,11 @@ def split_identity(manifest, splits) -> str:
         h.update(pd.util.hash_pandas_object(rows[cols], index=False).to_numpy().tobytes())
         if "path" in rows and len(rows):
             paths = rows["path"].astype(str).tolist()
-            root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-            rel = [os.path.relpath(p, root) for p in paths]
+            try:
+                root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+                rel = [os.path.relpath(p, root) for p in paths]
+            except ValueError:  # absolute and relative paths mixed: take them as they are
+                rel = paths
             h.update("\n".join(rel).encode())
     return h.hexdigest()[:16]
 

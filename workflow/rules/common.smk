@@ -70,8 +70,11 @@ SPLIT_KEYS = (
 )
 
 
-def get_split_config():
-    return as_json({k: v for k, v in config["benchmark"].items() if k in SPLIT_KEYS})
+def get_split_config(with_location=True):
+    """The split-defining benchmark keys as JSON; without data_root for prepare_data's param
+    (its manifest's paths are relative to data_root, so moving the data changes nothing)."""
+    keys = SPLIT_KEYS if with_location else tuple(k for k in SPLIT_KEYS if k != "data_root")
+    return as_json({k: v for k, v in config["benchmark"].items() if k in keys})
 
 
 def res(rule_name, key, default):
@@ -99,10 +102,16 @@ def get_bench_identity(stage):
 
 
 def data_input(name):
-    """A prepare_data output as an input whose date never triggers a rerun (`ancient`):
-    prepare_data rewrites it when the images move; what the images are is in the stages'
-    identity params (and train's state fingerprint hashes the training images' list)."""
-    return ancient(f"{OUT}/data/{name}")
+    """A prepare_data output (its image paths are relative to data_root)."""
+    return f"{OUT}/data/{name}"
+
+
+# Where the images are reaches the jobs outside their params: these globals are formatted into
+# the shell commands (`{BENCH_JSON}`), and a rule's code trigger sees the template, not the
+# value. So moving the images (a new data_root) reruns nothing: the manifest holds paths
+# relative to data_root, and every param is location-free.
+BENCH_JSON = as_json(config["benchmark"])
+SPLIT_JSON = get_split_config()
 
 
 def get_compute_args():

@@ -1,7 +1,7 @@
 # One forward pass per (test model, view, split). With `extract_shards: N` (N > 1) each split is
 # cut into N contiguous shards, one job each, and merge_features.smk concatenates them in order.
 # The benchmark enters as its identity keys (never the data's location: moving the images
-# reruns nothing here) and the manifest as an `ancient` input (see common.smk).
+# reruns nothing here; the manifest holds paths relative to data_root, see common.smk).
 if not EXTRACT_PER_SPLIT:
 
     # One job per (test model, view) extracts every test split: the model and the torch/timm
@@ -35,7 +35,7 @@ if not EXTRACT_PER_SPLIT:
             device=config.get("device", "auto"),
             compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split {params.splits} --view {wildcards.view} "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
@@ -67,7 +67,7 @@ if not EXTRACT_PER_SPLIT:
             device=config.get("device", "auto"),
             compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split train --view center "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
@@ -100,7 +100,7 @@ elif EXTRACT_SHARDS == 1:
             device=config.get("device", "auto"),
             compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
@@ -137,7 +137,7 @@ else:
             compute=get_compute_args(),
             num_shards=EXTRACT_SHARDS,
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --shard {wildcards.shard} --num-shards {params.num_shards} "

@@ -27,7 +27,7 @@ rule odin:
         compute=get_odin_compute_args(),
     shell:
         "sure-ood odin --test-model {input.model:q} --features {input.features:q} "
-        "--benchmark {params.benchmark} --data-dir {params.data_dir:q} "
+        "--benchmark {BENCH_JSON} --data-dir {params.data_dir:q} "
         "--split {wildcards.split} --view {wildcards.view} {params.args} "
         "{params.compute} --threads {threads} --device {params.device} "
         "--out {output:q} > {log:q} 2>&1"

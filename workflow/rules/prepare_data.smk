@@ -14,8 +14,9 @@ rule prepare_data:
         runtime=grow("prepare_data", "runtime", 30),
     params:
         code=code_version("prepare_data"),
-        benchmark=get_split_config(),
+        # location-free: the data's folder is in the command (SPLIT_JSON), not a rerun trigger
+        benchmark=get_split_config(with_location=False),
         out_dir=get_data_dir_of_output,
     shell:
-        "sure-ood prepare_data --benchmark {params.benchmark} --out-dir {params.out_dir:q} "
+        "sure-ood prepare_data --benchmark {SPLIT_JSON} --out-dir {params.out_dir:q} "
         "> {log:q} 2>&1"

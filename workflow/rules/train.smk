@@ -34,7 +34,7 @@ rule train:
         compute=get_compute_args(),
         launcher=train_launcher,
     shell:
-        "{params.launcher} train --benchmark {params.benchmark} --model {params.model} "
+        "{params.launcher} train --benchmark {BENCH_JSON} --model {params.model} "
         "--recipe {params.recipe} --seed {params.seed} --data-dir {params.data_dir:q} "
         "{params.init} --state-dir {params.state_dir:q} --log {output.log:q} "
         "--summary {output.summary:q} --threads {threads} --device {params.device} "
