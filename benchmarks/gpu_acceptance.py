@@ -61,9 +61,11 @@ def env() -> dict:
     )
 
 
-def train_cmd(data_dir: Path, work: Path, device: str, nproc: int, amp: str) -> list[str]:
+def train_cmd(
+    bench: dict, data_dir: Path, work: Path, device: str, nproc: int, amp: str
+) -> list[str]:
     args = [
-        "train", "--benchmark", json.dumps(BENCH), "--model", json.dumps(MODEL),
+        "train", "--benchmark", json.dumps(bench), "--model", json.dumps(MODEL),
         "--recipe", json.dumps(RECIPE), "--seed", "0", "--data-dir", str(data_dir),
         "--state-dir", str(work / "state"), "--log", str(work / "log.jsonl"),
         "--summary", str(work / "run.json"), "--device", device, "--amp", amp,
@@ -90,13 +92,13 @@ def check_train_resume(root: Path, smoke: bool, atol: float) -> dict:
     out = {"processes": nproc, "backend": "gloo" if smoke else "nccl", "device": device}
     t0 = time.perf_counter()
     full = root / "full"
-    r = subprocess.run(train_cmd(data_dir, full, device, nproc, amp), env=env(),
+    r = subprocess.run(train_cmd(bench, data_dir, full, device, nproc, amp), env=env(),
                        capture_output=True, text=True, timeout=240)  # fmt: skip
     if r.returncode != 0:
         return {**out, "ok": False, "error": r.stderr[-2000:]}
     # the interrupted run: a clean stop after epoch 1, then a SIGKILL during epoch 2
     cut = root / "cut"
-    cmd = train_cmd(data_dir, cut, device, nproc, amp)
+    cmd = train_cmd(bench, data_dir, cut, device, nproc, amp)
     r = subprocess.run([*cmd, "--stop-after-epoch", "1"], env=env(), capture_output=True,
                        text=True, timeout=240)  # fmt: skip
     # the stage exits 3 on a stop on purpose; torchrun reports any non-zero child as 1
