@@ -283,6 +283,35 @@ CASES = [
     ),
 ]
 
+# the GPU-cluster settings: published numbers, ODIN presets, local rules
+CASES += [
+    (
+        "published_above_100",
+        lambda c: _set(c, "tables.posthoc.published", {"msp": {"auroc": 120.0}}),
+        r"tables\.posthoc\.published\.msp\.auroc: 120\.0 is greater than the maximum of 100",
+    ),
+    (
+        "published_accuracy_negative",
+        lambda c: _set(c, "tables.posthoc.published", {"msp": {"id_accuracy": -1}}),
+        r"tables\.posthoc\.published\.msp\.id_accuracy: -1 is less than the minimum of 0",
+    ),
+    (
+        "unknown_odin_preset",
+        lambda c: _set(c, "methods", {"odin_cp": {"method": "odin", "params": {"preset": "cp"}}}),
+        r"methods\.odin_cp\.params\.preset: unknown ODIN preset 'cp' \(known: openood, reference",
+    ),
+    (
+        "fp16_training",
+        lambda c: _set(c, "compute", {"amp": "fp16"}),
+        r"compute\.amp: fp16 cannot train recipe 'baseline' \(it needs loss scaling",
+    ),
+    (
+        "local_rule_missing",
+        lambda c: _set(c, "local_rules", ["all", "scroe"]),
+        r"local_rules\[1\]: 'scroe' is not one of \['all', 'prepare_data'",
+    ),
+]
+
 
 @pytest.mark.parametrize(("edit", "pattern"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_malformed_config_is_rejected_with_its_key_path(tmp_path, edit, pattern):

@@ -57,17 +57,18 @@ def test_prepare_counts_splits_and_prior(inet, tmp_path):
     assert summary["skipped"] == []
     m = pd.read_parquet(tmp_path / "manifest.parquet")
     assert {"split", "source_index", "path", "class_id", "label"} <= set(m.columns)
-    # every image once, every path from its split's folder
+    # every image once, every path from its split's folder, relative to data_root (so the
+    # manifest does not change when the data folder moves)
     assert m["path"].is_unique and len(m) == 240
     for split, folder in [("train", "train"), ("val", "train"), ("id_test", "val")]:
         rows = m[m.split == split]
-        assert all(f"/{folder}/" in p for p in rows["path"])
+        assert all(p.startswith(f"{folder}/") for p in rows["path"])
         # label = position of the wnid in the sorted known classes
         assert (rows["label"] == rows["class_id"].map(sorted(KNOWN).index)).all()
         assert (rows.groupby("class_id").size() == rows.groupby("class_id").size().iloc[0]).all()
     for split in OOD:
         rows = m[m.split == split]
-        assert (rows["label"] == -1).all() and all(f"/{split}/" in p for p in rows["path"])
+        assert (rows["label"] == -1).all() and all(p.startswith(f"{split}/") for p in rows["path"])
     # model selection never sees the test set: val comes from train, disjoint from it
     val, train = set(m[m.split == "val"].path), set(m[m.split == "train"].path)
     assert not val & train and not val & set(m[m.split == "id_test"].path)
@@ -92,7 +93,7 @@ def test_open_split_yields_rgb_tensors_labels_and_indices(inet, tmp_path):
     norm = cfg.pop("norm")
     ds = open_split(_bench(data), m, "id_test", make_transform("center", 16, norm, **cfg))
     rows = m[m.split == "id_test"].reset_index(drop=True)
-    k = int(np.flatnonzero(rows.path == str(gray))[0])
+    k = int(np.flatnonzero(rows.path == str(gray.relative_to(data)))[0])
     x, y, i = ds[k]
     assert x.shape == (3, 16, 16) and str(x.dtype) == "torch.float32"
     assert int(y) == 2 and i == k
@@ -100,7 +101,7 @@ def test_open_split_yields_rgb_tensors_labels_and_indices(inet, tmp_path):
     assert np.allclose(x[0].numpy(), x[1].numpy()) and np.allclose(x[1].numpy(), x[2].numpy())
     # no transform: the raw pixels, against an independent PIL + numpy reference
     raw = open_split(_bench(data), m, "ssb_easy", None)[0][0]
-    ref = np.asarray(Image.open(m[m.split == "ssb_easy"].path.iloc[0]).convert("RGB"))
+    ref = np.asarray(Image.open(data / m[m.split == "ssb_easy"].path.iloc[0]).convert("RGB"))
     np.testing.assert_array_equal(raw.permute(1, 2, 0).numpy(), ref)
 
 

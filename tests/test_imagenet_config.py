@@ -36,7 +36,7 @@ def test_published_config_matches_the_spec():
         "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-3, "sam_rho": 0.05,
         "swa_start_epoch": 0, "swa_lr": 1e-4, "swa_anneal_epochs": 10, "mixup_weight": 0.2,
         "mixup_beta": 10.0, "crl_weight": 0.0, "head": "cosine", "cos_temperature": 8.0,
-        "feature_clip": 100.0, "label_smoothing": 0.1, "augmentation": "randaugment",
+        "feature_clip": 100.0, "label_smoothing": 0.1, "augmentation": "reference",
     }  # fmt: skip
     assert {k: sure[k] for k in expected} == expected
     b = cfg["benchmark"]
@@ -48,11 +48,31 @@ def test_published_config_matches_the_spec():
     tricks = [pub[("tricks", r)] for r in cfg["tables"]["tricks"]["rows"]]
     assert tricks == [(79.97, 68.03), (80.25, 64.59), (80.31, 64.25), (80.61, 63.58),
                       (81.54, 61.72)]  # fmt: skip
+    # report Table 2: AUROC and FPR@TPR95 of all eight post-hoc scores
+    assert {r: pub[("posthoc", r)] for r in cfg["tables"]["posthoc"]["published"]} == {
+        "msp": (76.09, 73.02), "odin": (77.79, 71.76), "energy": (77.16, 70.01),
+        "gradnorm": (57.29, 70.35), "rp_msp": (76.12, 73.19), "rw_odin": (76.49, 71.88),
+        "rw_energy": (77.71, 71.08), "rp_gradnorm": (79.97, 68.03),
+    }  # fmt: skip
+    fivecrop = cfg["tables"]["tricks"]["published"]["sure_no_ln_480_ensemble_fivecrop"]
+    assert fivecrop["id_accuracy"] == 84.41  # the challenge leaderboard's ACC
+    # the reference code's ODIN settings for the published rows, OpenOOD's as an alternative
+    from sure_ood.config import odin_params
+
+    methods = cfg["methods"]
+    for m in ("odin", "rw_odin"):
+        assert odin_params(methods[m]["params"]) == {
+            "temperature": 1000.0, "epsilon": 0.0, "std_scaled": False
+        }  # fmt: skip
+    assert odin_params(methods["odin_openood"]["params"])["epsilon"] == 0.0014
     rows = cfg["tables"]["tricks"]["rows"]
     assert rows["sure_no_ln_480_ensemble_fivecrop"] == {
         "seeds": [0, 1], "drop_final_norm": True, "img_size": 480, "views": "five_crop"
     }  # fmt: skip
     assert cfg["resources"]["train"]["gpu"] >= 1 and cfg["resources"]["extract"]["gpu"] >= 1
+    # scoring goes to the cluster with declared memory; only the table and figures stay local
+    assert not {"score", "fuse", "evaluate"} & set(cfg["local_rules"])
+    assert all(cfg["resources"][r]["mem_mb"] for r in ("score", "fuse", "evaluate"))
 
 
 def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
@@ -74,7 +94,11 @@ def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
     assert jobs["merge_features"] == 3 * (5 + 5)
     # two GPUs per training job: one torchrun process each; bf16 + channels-last on CUDA
     assert "torchrun --standalone --nnodes=1 --nproc_per_node=2 -m sure_ood -- train" in out
-    assert "--amp bf16" in out and "--channels-last" in out
+    # float32 as the reference ran (bf16 / tf32 are options), channels-last on CUDA
+    assert "--amp none" in out and "--channels-last" in out
+    # the zero-epoch baseline is one process on one GPU (a validation pass), not torchrun on
+    # two for 48 h: only the two SURE runs start torchrun
+    assert out.count("torchrun --standalone") == 2
     assert f'"data_root": "{inet_data}"' in out
     for split in ("id_test", "ssb_easy", "ssb_hard"):
         assert f"split~{split}.npz" in out
@@ -106,3 +130,28 @@ def test_tiny_copy_runs_end_to_end(inet_data, tmp_path):
     assert list(table["row"]) == ["baseline", "sure_no_ln"]
     assert ((table["auroc"] > 0.5) & (table["id_accuracy"] > 0.5)).all(), table
     assert "34.28" in (out / "tables/sure_vs_baseline.md").read_text()
+    # the RW+ODIN row (reference settings: T 1000, eps 0) and the published ACC column
+    assert (out / "rows/posthoc/rw_odin.json").exists()
+    assert "published ACC" in (out / "tables/sure_vs_baseline.md").read_text()
+    _moving_the_data_reruns_nothing(work, inet_data, tmp_path)
+
+
+def _dry_run(work, *args):
+    r = run_snakemake(work, "-n", "-p", "--cores", "2", *args)
+    out = r.stdout + r.stderr
+    return (_job_counts(out) if "Job stats:" in out else {}), out
+
+
+def _moving_the_data_reruns_nothing(work, inet_data, tmp_path):
+    """A run's identity is what its images are, not where: the same images in another
+    folder (a new data_root) schedule no job at all, neither training nor extraction."""
+    import shutil
+
+    moved = tmp_path / "moved" / "inet"
+    shutil.copytree(inet_data, moved)
+    jobs, out = _dry_run(work, "--configfile", "config/imagenet_ssb_tiny.yaml",
+                         "--config", f"data_root={moved}")  # fmt: skip
+    for rule in ("prepare_data", "train", "finalize_swa", "make_test_model", "extract",
+                 "merge_features", "odin", "score"):  # fmt: skip
+        assert jobs.get(rule, 0) == 0, f"{rule} reruns after moving the data:\n{out[-4000:]}"
+    assert "Nothing to be done" in out, out[-3000:]

@@ -354,7 +354,11 @@ def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
     from sure_ood.train import run_fingerprint, train
 
     marker = tmp_path / "pwned"
-    fp = run_fingerprint(BENCH, MODEL, BASELINE, 3, None)
+    from sure_ood.data import TRAIN_SPLITS, split_identity  # the training images' digest
+
+    fp = run_fingerprint(
+        BENCH, MODEL, BASELINE, 3, None, split_identity(data_dir / "manifest.parquet", TRAIN_SPLITS)
+    )
     (tmp_path / "state" / fp).mkdir(parents=True)
     _crafted_pickle(tmp_path / "state" / fp / "state.pt", marker)
     with pytest.raises(InputError, match=r"state\.pt: unreadable training state"):

@@ -30,6 +30,32 @@ ROW_DEFAULTS = {
 # gradient sign divided by the normalisation std; docs/method.md#odin).
 ODIN_PARAMS = {"temperature": 1000.0, "epsilon": 0.0014, "std_scaled": True}
 
+# Named ODIN settings (``methods.<id>.params.preset``; explicit parameters override them):
+# - reference: the SURE-OOD reference code (SSB-OSR utils/funcs.py test_predict_ODIN and
+#   test_predict_ODIN_RW, called with their defaults): T = 1000, eps = 0, no std scaling,
+#   i.e. temperature-scaled MSP; RW+ODIN multiplies it by 1 - cos(p, prior), p clean at T = 1;
+# - openood: OpenOOD's odin.yml (T = 1000, eps = 0.0014 in [0, 1]-pixel units), the default.
+ODIN_PRESETS = {
+    "reference": {"temperature": 1000.0, "epsilon": 0.0, "std_scaled": False},
+    "openood": dict(ODIN_PARAMS),
+}
+
+
+def odin_params(params: dict, where: str = "params") -> dict:
+    """The full ODIN settings of a method's ``params``: the defaults, then its ``preset``,
+    then its explicit keys. An unknown preset is a ConfigError naming ``<where>.preset``."""
+    params = dict(params or {})
+    preset = params.pop("preset", None)
+    base = dict(ODIN_PARAMS)
+    if preset is not None:
+        if preset not in ODIN_PRESETS:
+            raise ConfigError(
+                f"{where}.preset: unknown ODIN preset {preset!r} "
+                f"(known: {', '.join(sorted(ODIN_PRESETS))})"
+            )
+        base.update(ODIN_PRESETS[preset])
+    return {**base, **params}
+
 
 class ConfigError(InputError):
     """A config problem found before any job runs; the message starts with the key path."""
@@ -206,6 +232,7 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
     _check_recipes(config, Path(base_dir) if base_dir is not None else Path.cwd())
     _check_published(config)
     _check_split_sizes(config.get("benchmark", {}))
+    _check_precision(config)
     models, recipes = config.get("models", {}), config.get("recipes", {})
     registered = set(scores.available())
     for mid, m in config.get("methods", {}).items():
@@ -217,12 +244,13 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
         params = m.get("params", {})
         if "network" in scores.get(m["method"]).needs:
             # ODIN-style methods: the hyper-parameters belong to the `odin` rule
-            bad = sorted(set(params) - set(ODIN_PARAMS))
+            bad = sorted(set(params) - set(ODIN_PARAMS) - {"preset"})
             if bad:
                 raise ConfigError(
                     f"methods.{mid}.params: unknown parameter(s) {bad} for "
-                    f"{m['method']!r} (known: {sorted(ODIN_PARAMS)})"
+                    f"{m['method']!r} (known: {sorted([*ODIN_PARAMS, 'preset'])})"
                 )
+            odin_params(params, f"methods.{mid}.params")
             continue
         try:
             scores.get(m["method"], **params)
@@ -488,14 +516,32 @@ def _check_row_options(config: dict, path: str, row: dict) -> None:
         )
 
 
+def _check_precision(config: dict) -> None:
+    """A precision no device can train with fails here, before any job (what a given GPU
+    cannot run is checked when its job starts: sure_ood.distributed.check_precision)."""
+    amp = config.get("compute", {}).get("amp", "none")
+    training = [rid for rid, r in config.get("recipes", {}).items() if int(r.get("epochs", 0))]
+    if amp == "fp16" and training:
+        raise ConfigError(
+            f"compute.amp: fp16 cannot train recipe {training[0]!r} (it needs loss scaling, "
+            "which the SAM step does not do); use bf16, tf32 or none"
+        )
+
+
 def _check_published(config: dict) -> None:
     for table, t in config.get("tables", {}).items():
-        for row_id in t.get("published", {}) or {}:
+        for row_id, numbers in (t.get("published", {}) or {}).items():
             if row_id not in t.get("rows", {}):
                 raise ConfigError(
                     f"tables.{table}.published.{row_id}: not a row of the table "
                     f"(rows: {', '.join(t.get('rows', {}))})"
                 )
+            for key, v in (numbers or {}).items():
+                if isinstance(v, (int, float)) and not 0 <= v <= 100:
+                    raise ConfigError(
+                        f"tables.{table}.published.{row_id}.{key}: {v} is outside [0, 100] "
+                        "(published numbers are percentages)"
+                    )
 
 
 # ---- hostile values: names within file-system limits, splits that leave no class empty ----

@@ -129,13 +129,15 @@ def make_transform(
     ``center``: resize the shorter side to ``img_size / crop_ratio``, centre-crop ``img_size``.
     ``five_crop_<k>``: same resize, then crop ``k`` of torchvision's FiveCrop
     (tl, tr, bl, br, c), as SURE-OOD's five-crop test-time augmentation (spec section 6).
-    ``train``: ``augmentation`` = ``none`` (resize only) or ``basic`` (random resized crop
-    with scale (0.75, 1), as small digits tolerate) or ``randaugment`` (timm's RandAugment
-    recipe of SSB-OSR, docs/method.md#training-data, for RGB images).
+    ``train``: ``augmentation`` = ``none`` (resize only), ``basic`` (random resized crop
+    with scale (0.75, 1), as small digits tolerate) or ``reference`` (the reference's timm
+    pipeline, :func:`reference_train_transform`, for RGB images).
     """
     import torch
     from torchvision.transforms import v2
 
+    if train and augmentation == "reference":
+        return reference_train_transform(img_size, norm)
     interp = {
         "bilinear": v2.InterpolationMode.BILINEAR,
         "bicubic": v2.InterpolationMode.BICUBIC,
@@ -152,18 +154,11 @@ def make_transform(
                     img_size, scale=(0.75, 1.0), ratio=(0.9, 1.1), interpolation=interp
                 )
             )
-        elif augmentation == "randaugment":
-            steps = [
-                v2.RandomResizedCrop(img_size, interpolation=v2.InterpolationMode.BICUBIC),
-                v2.RandomHorizontalFlip(),
-                v2.RandAugment(magnitude=9),
-                v2.ToDtype(torch.float32, scale=True),
-            ]
         else:
-            raise InputError(f"augmentation: unknown augmentation {augmentation!r}")
+            raise InputError(
+                f"augmentation: unknown augmentation {augmentation!r} (none | basic | reference)"
+            )
         steps.append(normalize)
-        if augmentation == "randaugment":
-            steps.append(v2.RandomErasing(p=0.25, value="random"))
         return v2.Compose(steps)
     resize_to = int(img_size / crop_ratio)
     steps.append(v2.Resize(resize_to, interpolation=interp, antialias=True))
@@ -176,6 +171,106 @@ def make_transform(
         raise InputError(f"view: unknown view {view!r}")
     steps.append(normalize)
     return v2.Compose(steps)
+
+
+# The SURE-OOD reference's training pipeline (SSB-OSR ``data/dataset.py``,
+# ``get_deit_train_transform``; DeiT's recipe): timm's RandAugment ``rand-m9-mstd0.5-inc1``
+# (2 ops, magnitude 9 of 10 with std 0.5, each op with p 0.5, increasing variants, mean fill),
+# a bicubic RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3), h-flip 0.5 and RandomErasing
+# p 0.25 in pixel mode. ``color_jitter`` 0.3 is passed as the reference does; timm ignores it
+# when RandAugment is on.
+REFERENCE_AUGMENTATION = {
+    "color_jitter": 0.3,
+    "auto_augment": "rand-m9-mstd0.5-inc1",
+    "interpolation": "bicubic",
+    "re_prob": 0.25,
+    "re_mode": "pixel",
+    "re_count": 1,
+}
+
+
+def reference_train_transform(img_size: int, norm: Normalization):
+    """``timm.data.create_transform(img_size, is_training=True, **REFERENCE_AUGMENTATION)``
+    with the benchmark's normalisation, after a uint8 tensor -> PIL step (timm's RandAugment
+    works on PIL images). Draws from python's ``random`` (crop, flip, op magnitudes), numpy's
+    global RNG (which RandAugment ops) and torch's (erasing pixels)."""
+    from timm.data import create_transform
+    from torchvision.transforms import v2
+
+    tf = create_transform(
+        img_size,
+        is_training=True,
+        mean=tuple(norm.mean),
+        std=tuple(norm.std),
+        **REFERENCE_AUGMENTATION,
+    )
+    _posterize_zero_bits(tf)
+    return v2.Compose([v2.ToPILImage(), tf])
+
+
+def _posterize_zero_bits(tf) -> None:
+    """Let timm's Posterize ops keep 0 bits again, as the Pillow the reference ran with did.
+
+    With ``mstd`` the magnitude can reach 10, where ``PosterizeIncreasing`` keeps 0 bits;
+    Pillow >= 10 refuses ``ImageOps.posterize(img, 0)`` (ValueError) where older Pillow
+    returned a black image, so an unpatched run crashes at a random step of an epoch."""
+    from timm.data import auto_augment
+
+    for t in getattr(tf, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if getattr(op, "aug_fn", None) is auto_augment.posterize:
+                op.aug_fn = _posterize
+
+
+def _posterize(img, bits_to_keep, **kw):
+    from timm.data import auto_augment
+
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)  # no bit kept: black, as Pillow < 10 computed it
+    return auto_augment.posterize(img, bits_to_keep, **kw)
+
+
+def stream_seed(*keys: int) -> int:
+    """A 63-bit seed from non-negative integer keys (numpy's ``SeedSequence`` hash): distinct
+    keys give independent streams, the same keys the same stream, on any machine."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class PerSampleRandomness:
+    """A training dataset whose item ``i`` of epoch ``e`` is augmented from RNGs seeded by
+    ``stream_seed(seed, e, i)`` only.
+
+    So a sample's augmentation does not depend on the process (rank), the loader worker or the
+    worker count, and data-parallel ranks (which read disjoint indices) never share draws.
+    Python's, numpy's and torch's global states are seeded for the transform and restored
+    afterwards, so the caller's streams (dropout, RegMixup) are untouched."""
+
+    def __init__(self, dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        import random
+
+        import torch
+
+        s = stream_seed(self.seed, self.epoch, i)
+        saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        try:
+            random.seed(s)
+            np.random.seed(s % 2**32)
+            torch.manual_seed(s)
+            return self.dataset[i]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
 
 
 class _FiveCropPick:
@@ -231,8 +326,26 @@ def open_split(bench: dict, manifest, split: str, transform=None):
 
         if "path" not in rows.columns:
             raise InputError(f"the manifest of benchmark {bench['name']!r} has no 'path' column")
-        return ImageFileDataset(rows["path"].tolist(), rows["label"].to_numpy(), transform)
+        return ImageFileDataset(_located(rows["path"].tolist(), bench), rows["label"].to_numpy(),
+                                transform)  # fmt: skip
     raise InputError(f"benchmark.source: unknown source {source!r}")
+
+
+def _located(paths: list[str], bench: dict) -> list[str]:
+    """Manifest paths as files: relative ones (under the data folder) joined to the
+    benchmark's current ``data_root``, absolute ones as they are."""
+    import os
+
+    rel = [p for p in paths if not os.path.isabs(p)]
+    if not rel:
+        return paths
+    if not bench.get("data_root"):
+        raise InputError(
+            f"benchmark.data_root: not set, but the manifest of {bench['name']!r} holds paths "
+            f"relative to it (e.g. {rel[0]!r}); pass --config data_root=..."
+        )
+    root = os.path.abspath(os.path.expanduser(bench["data_root"]))
+    return [p if os.path.isabs(p) else os.path.join(root, p) for p in paths]
 
 
 def resolve_transform_config(bench: dict, model=None) -> dict:
@@ -265,6 +378,52 @@ def resolve_transform_config(bench: dict, model=None) -> dict:
         "crop_ratio": float(t.get("crop_ratio", timm_cfg.get("crop_pct", 1.0))),
         "interpolation": interp,
     }
+
+
+# ---- run identity: what the images are, never where they are ------------------------------
+# Benchmark keys that only locate the images (moving the data changes them, nothing else).
+LOCATION_KEYS = ("data_root", "splits", "ssb_splits")
+# Keys that only shape the OOD test splits (training never sees them).
+OOD_KEYS = ("ood_splits", "unknown_classes", "ood_fraction")
+
+
+def benchmark_identity(bench: dict, stage: str) -> dict:
+    """The benchmark keys a stage's results depend on, without the location keys: ``train``
+    also drops the OOD-only keys, ``extract``/``odin`` only the list of OOD splits (each
+    split is its own job, so adding one reruns nothing else). The images themselves are
+    identified by :func:`split_identity` of the manifest."""
+    drop = set(LOCATION_KEYS) | ({"ood_splits"} if stage != "train" else set(OOD_KEYS))
+    return {k: v for k, v in bench.items() if k not in drop}
+
+
+def split_identity(manifest, splits) -> str:
+    """A digest of the images of ``splits`` in a manifest (a DataFrame or a parquet path):
+    split, class, label, and each file's path relative to the common folder of its split,
+    so the same images in another folder give the same digest. ``""`` for a missing file."""
+    import hashlib
+    import os
+
+    import pandas as pd
+
+    if not isinstance(manifest, pd.DataFrame):
+        if not os.path.exists(manifest):
+            return ""
+        manifest = read_manifest(manifest)
+    h = hashlib.sha256()
+    for split in sorted(splits):
+        rows = manifest[manifest["split"] == split]
+        cols = [c for c in ("class_id", "label", "source_index") if c in rows]
+        h.update(f"{split}:{len(rows)}".encode())
+        h.update(pd.util.hash_pandas_object(rows[cols], index=False).to_numpy().tobytes())
+        if "path" in rows and len(rows):
+            paths = rows["path"].astype(str).tolist()
+            try:
+                root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+                rel = [os.path.relpath(p, root) for p in paths]
+            except ValueError:  # absolute and relative paths mixed: take them as they are
+                rel = paths
+            h.update("\n".join(rel).encode())
+    return h.hexdigest()[:16]
 
 
 def read_manifest(path):

@@ -27,7 +27,10 @@ import torch
 
 from sure_ood.io import InputError
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Precisions (config `compute.amp`, `compute.odin.amp`): none = float32 (the reference's;
+# SSB-OSR has no autocast), bf16 / fp16 = autocast, tf32 = float32 tensors with TF32 matmuls
+# and convolutions (Ampere and newer).
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16, "tf32": None}
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,23 @@ class GlobalBatchSampler:
         return len(self._global_batches(list(range(self.n))))
 
 
+def rank_worker_init(rank: int, worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` under data parallelism: reseed the worker's python,
+    numpy and torch streams from its torch seed (base seed + worker id, the same on every
+    rank, since the base seed comes from the shared order generator) and the ``rank``, so
+    each (rank, worker) pair draws its own augmentations, reproducibly."""
+    import random
+
+    import numpy as np
+
+    from sure_ood.data import stream_seed
+
+    s = stream_seed(torch.initial_seed() % 2**63, rank, worker_id)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
 class GlobalMeanGradients:
     """A DDP communication hook state: gradients become the mean over the GLOBAL batch even
     when the processes' slices differ in size (the last batch of an epoch).
@@ -212,6 +232,25 @@ class AutocastForward(torch.nn.Module):
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):
             out = self.module(x)
         return out.float()
+
+
+def check_precision(amp: str, device: str, key: str = "compute.amp") -> None:
+    """Fail at start-up, naming the config ``key``, when ``device`` cannot run ``amp``
+    (bf16 without bf16 support, TF32 before compute capability 8.0); then switch TF32 on
+    when asked. The CPU ignores every precision setting (it runs float32)."""
+    if amp not in AMP_DTYPES:
+        raise InputError(f"{key}: {amp!r} is not one of {sorted(AMP_DTYPES)}")
+    if not device.startswith("cuda"):
+        return
+    name = torch.cuda.get_device_name(device)
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"{key}: bf16 is not supported by {name}; use none or fp16")
+    if amp == "tf32":
+        major, _ = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise InputError(f"{key}: tf32 needs compute capability 8.0+, {name} has {major}.x")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def amp_dtype(amp: str, device: str, training: bool = False) -> torch.dtype | None:

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "tf32"))
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
     p.add_argument("--shard", type=int, default=0, help="which shard of the split (0-based)")
@@ -152,6 +152,9 @@ def extract(
         pin_memory,
     )
     model, loader, device, where = t.model, t.loader, t.device, t.where
+    from sure_ood.distributed import check_precision
+
+    check_precision(amp, device, "compute.amp")
     try:
         arrays = forward_cache(
             model, loader, device, amp=amp, channels_last=channels_last, desc=f"extract {where}"

@@ -57,49 +57,86 @@ def _read_scores(path: Path) -> pd.DataFrame:
     return df.sort_values(KEYS, kind="stable").reset_index(drop=True)
 
 
+# Rows of logits turned into probabilities at once while fusing (~64 MB of float32 at 1000
+# classes): the fusion streams through each cache instead of holding float64 copies of all.
+BLOCK_BYTES = 64 * 2**20
+
+
+def _read_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Only ``keys`` of an ``.npz`` (its other members, e.g. features, are never read)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise InputError(f"{path}: missing key(s) {missing} (has: {sorted(z.files)})")
+            return {k: z[k] for k in keys}
+    except FileNotFoundError as e:
+        raise InputError(f"{path}: file not found") from e
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{path}: not a readable .npz file ({e})") from e
+
+
+def add_softmax(acc: np.ndarray, logits: np.ndarray) -> None:
+    """``acc += softmax(logits, axis=1)`` in float32, a block of rows at a time.
+
+    float32 is exact enough here: the fused softmax only feeds an argmax, and a float32 mean of
+    a few probabilities moves by ~1e-7 relative, which can flip only exact near-ties (the test
+    compares with float64)."""
+    from scipy.special import softmax
+
+    rows = max(1, BLOCK_BYTES // (4 * max(1, logits.shape[1])))
+    for i in range(0, len(logits), rows):
+        acc[i : i + rows] += softmax(logits[i : i + rows].astype(np.float32), axis=1)
+
+
 def fused_prediction(out: pd.DataFrame, feature_paths, n_inputs: int) -> np.ndarray:
     """argmax of the mean softmax over the caches of every input (SSB-OSR's class prediction).
 
     ``out``: the aligned (split, index, label) rows; each split must have exactly ``n_inputs``
-    caches (one per score file), each with that split's images in ``index`` order.
+    caches (one per score file), each with that split's images in ``index`` order. Streams:
+    one split at a time, one cache's logits at a time, float32 sums (:func:`add_softmax`),
+    so memory stays at two (images x classes) float32 arrays of the largest split.
     """
-    from scipy.special import softmax
-
-    from sure_ood.cache import load_cache
-
     splits = set(out["split"])
-    probs: dict[str, list[np.ndarray]] = {}
+    by_split: dict[str, list[Path]] = {}
     for fp in feature_paths:
         split = _split_name(fp)
         if split not in splits:
             raise InputError(f"{fp}: split {split!r} is not in the scores ({sorted(splits)})")
-        cache = load_cache(fp)
-        sel = (out["split"] == split).to_numpy()
-        idx = out.loc[sel, "index"].to_numpy()
-        if len(cache) != sel.sum() or not np.array_equal(idx, np.arange(len(cache))):
-            raise InputError(
-                f"{fp}: {len(cache)} images, but the scores have {int(sel.sum())} images of "
-                f"split {split!r} (indices 0..{len(cache) - 1} expected)"
-            )
-        if not np.array_equal(cache.labels, out.loc[sel, "label"].to_numpy()):
-            raise InputError(f"{fp}: labels disagree with the scores of split {split!r}")
-        p = softmax(cache.logits.astype(np.float64), axis=1)
-        if probs.get(split) and probs[split][0].shape != p.shape:
-            raise InputError(
-                f"{fp}: {p.shape[1]} classes, other caches of split {split!r} have "
-                f"{probs[split][0].shape[1]}"
-            )
-        probs.setdefault(split, []).append(p)
-    pred = np.empty(len(out), dtype=np.int64)
+        by_split.setdefault(split, []).append(Path(fp))
     for split in splits:
-        ps = probs.get(split, [])
-        if len(ps) != n_inputs:
+        paths = by_split.get(split, [])
+        if len(paths) != n_inputs:
             raise InputError(
-                f"split {split!r}: {len(ps)} feature cache(s) for {n_inputs} score file(s); "
+                f"split {split!r}: {len(paths)} feature cache(s) for {n_inputs} score file(s); "
                 f"give one cache per score file and split"
             )
+    pred = np.empty(len(out), dtype=np.int64)
+    for split in sorted(splits):
         sel = (out["split"] == split).to_numpy()
-        pred[sel] = np.mean(ps, axis=0).argmax(axis=1)
+        idx = out.loc[sel, "index"].to_numpy()
+        labels = out.loc[sel, "label"].to_numpy()
+        acc = None
+        for fp in by_split[split]:
+            a = _read_arrays(fp, ("logits", "labels"))
+            n = len(a["labels"])
+            if n != sel.sum() or not np.array_equal(idx, np.arange(n)):
+                raise InputError(
+                    f"{fp}: {n} images, but the scores have {int(sel.sum())} images of "
+                    f"split {split!r} (indices 0..{n - 1} expected)"
+                )
+            if not np.array_equal(a["labels"].astype(np.int64), labels):
+                raise InputError(f"{fp}: labels disagree with the scores of split {split!r}")
+            if acc is None:
+                acc = np.zeros(a["logits"].shape, dtype=np.float32)
+            elif acc.shape != a["logits"].shape:
+                raise InputError(
+                    f"{fp}: {a['logits'].shape[1]} classes, other caches of split {split!r} "
+                    f"have {acc.shape[1]}"
+                )
+            add_softmax(acc, a["logits"])
+            del a
+        pred[sel] = acc.argmax(axis=1)
     return pred
 
 

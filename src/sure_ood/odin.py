@@ -33,6 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="divide the gradient sign by the normalisation std (OpenOOD; eps in pixel units)",
     )
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
+    p.add_argument(
+        "--amp",
+        default="none",
+        choices=("none", "bf16", "tf32"),
+        help="precision on CUDA: none = float32 (the reference's), bf16 autocast, tf32 matmuls",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, type=Path)
@@ -52,23 +60,39 @@ def odin(
     batch_size: int = 256,
     threads: int = 1,
     device: str = "auto",
+    workers: int = 0,
+    amp: str = "none",
+    pin_memory: bool | None = None,
 ) -> np.ndarray:
+    """ODIN scores of one split and view, added to its feature cache (written to ``out``).
+
+    ``workers`` / ``pin_memory`` feed the loader; ``amp`` (``compute.odin.amp``) runs the
+    forward and the input-gradient backward under bf16 autocast or with TF32 matmuls on CUDA
+    (float32 softmax either way); a device that cannot run it fails before any batch."""
 
     from sure_ood import numerics
     from sure_ood.cache import load_cache, save_cache
     from sure_ood.data import open_test_loader
+    from sure_ood.distributed import autocast, check_precision
     from sure_ood.progress import track
     from sure_ood.scores.odin import ODIN_KEY, odin_scores
 
     numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     cache = load_cache(features)
-    t = open_test_loader(test_model, bench, data_dir, split, view, batch_size, device=device)
+    t = open_test_loader(
+        test_model, bench, data_dir, split, view, batch_size, workers, device,
+        pin_memory=pin_memory,
+    )  # fmt: skip
     model, loader, device = t.model, t.loader, t.device
+    check_precision(amp, device, "compute.odin.amp")
     model.eval().requires_grad_(False)
     std = t.norm.std if std_scaled else None
     parts, labels = [], []
+    non_blocking = device.startswith("cuda")
     for x, y, _ in track(loader, len(loader.dataset), f"odin {split}", size=lambda b: len(b[1])):
-        parts.append(odin_scores(model, x.to(device), temperature, epsilon, std))
+        x = x.to(device, non_blocking=non_blocking)
+        with autocast("bf16" if amp == "bf16" else "none", device):
+            parts.append(odin_scores(model, x, temperature, epsilon, std))
         labels.append(y.numpy())
     scores = np.concatenate(parts)
     if not np.array_equal(np.concatenate(labels), cache.labels):
@@ -97,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         args.threads,
         args.device,
+        args.workers,
+        args.amp,
+        {"auto": None, "true": True, "false": False}[args.pin_memory],
     )
     print(f"{args.out}: ODIN scores of {len(s)} images (mean {s.mean():.4f})")
     return 0

@@ -70,6 +70,19 @@ def _prepare_arrays(bench: dict):
     return manifest, summary
 
 
+def relative_to_root(paths: list[str], bench: dict) -> list[str]:
+    """Image paths under ``data_root`` as paths relative to it (others stay absolute), so the
+    manifest, and every job that reads it, does not change when the data folder moves; the
+    readers resolve them against the ``data_root`` they are given (sure_ood.data.open_split)."""
+    from sure_ood.imagefolder import data_root
+
+    root = data_root(bench)
+    if root is None:
+        return paths
+    root = str(root.absolute())
+    return [os.path.relpath(p, root) if p.startswith(root + os.sep) else p for p in paths]
+
+
 def prepare(bench: dict, out_dir: Path, workers: int | None = None) -> dict:
     """Split, write the manifest, classes and prior; return the summary."""
     from sure_ood.data import class_prior
@@ -80,6 +93,7 @@ def prepare(bench: dict, out_dir: Path, workers: int | None = None) -> dict:
         if workers is None:
             workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         manifest, summary = prepare_imagefolder(bench, workers)
+        manifest["path"] = relative_to_root(manifest["path"].tolist(), bench)
     else:
         manifest, summary = _prepare_arrays(bench)
     train_labels = manifest.loc[manifest["split"] == "train", "label"].to_numpy()

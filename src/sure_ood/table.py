@@ -36,7 +36,7 @@ COLUMNS = [  # (row JSON key, column title)
 TITLES = dict(COLUMNS)
 SEED_COLUMNS = ("auroc", "fpr_at_95_tpr")  # mean ± std over replicates, when there are any
 REF_METRICS = ("auroc", "fpr_at_95_tpr")  # paired comparison with the reference row
-PUBLISHED = ("auroc", "fpr_at_95_tpr")
+PUBLISHED = ("auroc", "fpr_at_95_tpr", "id_accuracy")
 NOT_SIGNIFICANT = "†"
 
 

@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--amp",
         default="none",
-        choices=("none", "bf16", "fp16"),
-        help="autocast dtype on CUDA (no effect on the CPU)",
+        choices=("none", "bf16", "fp16", "tf32"),
+        help="precision on CUDA: autocast dtype, or tf32 matmuls (no effect on the CPU)",
     )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory (CUDA)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -74,15 +74,66 @@ def _rng_state(device: str = "cpu") -> dict:
     return state
 
 
-def _set_rng_state(s: dict) -> None:
+def _cpu_bytes(t):
+    """A saved RNG state as the CPU ByteTensor ``torch.set_rng_state`` demands, wherever its
+    tensor was loaded (e.g. a GPU after ``map_location="cuda"``)."""
     import torch
 
-    torch.set_rng_state(s["torch"])
-    keys = s["numpy_keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, s["numpy_pos"], 0, 0.0))
-    random.setstate((3, tuple(s["python"]), None))
+    return t.detach().to(device="cpu", dtype=torch.uint8)
+
+
+def _set_rng_state(s: dict) -> None:
+    """Restore the RNG states saved by :func:`_rng_state`, whatever device the state's tensors
+    were loaded onto: torch's and CUDA's as CPU ByteTensors, numpy's key through the CPU;
+    CUDA's only where CUDA is available (a GPU run resumed on a CPU-only node skips it)."""
+    import torch
+
+    torch.set_rng_state(_cpu_bytes(s["torch"]))
+    keys = s["numpy_keys"].detach().cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(s["numpy_pos"]), 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in s["python"]), None))
     if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state(s["cuda"].cpu(), torch.cuda.current_device())
+        torch.cuda.set_rng_state(_cpu_bytes(s["cuda"]), torch.cuda.current_device())
+
+
+def load_training_state(path: Path) -> dict:
+    """Read a ``state.pt`` onto the CPU, never onto the training device.
+
+    The RNG states must reach ``torch.set_rng_state`` as CPU ByteTensors and numpy's key goes
+    through ``.numpy()``: both fail on tensors mapped to a GPU. The weights and optimizer
+    state are copied onto the model's device by ``load_state_dict`` (torch's optimizer casts
+    each state tensor to its parameter's device). Tensors and plain containers only: a
+    crafted pickle never runs."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every loader error becomes one clear message
+        raise InputError(
+            f"{path}: unreadable training state ({type(e).__name__}: {e}); "
+            "delete it to restart the run from scratch"
+        ) from e
+
+
+def restore_training_state(
+    s: dict, model, optimizer, cosine, history, swa=None, dist_info=None
+) -> None:
+    """Put a loaded state back into the run's objects, on the model's device: weights,
+    optimizer (moved to its parameters' device by torch), schedulers, SWA, CRL history and
+    this process's RNG states (its own under data parallelism)."""
+    model.load_state_dict(s["model"])
+    optimizer.load_state_dict(s["optimizer"])
+    cosine.load_state_dict(s["cosine"])
+    if swa is not None and swa[0] is not None:
+        swa[0].load_state_dict(s["swa_model"])
+        swa[1].load_state_dict(s["swa_sched"])
+    history.load_state_dict(s["crl"])
+    rank_states = s.get("rng_ranks")
+    enabled = dist_info is not None and dist_info.enabled
+    if enabled and rank_states and len(rank_states) == dist_info.world_size:
+        _set_rng_state(rank_states[dist_info.rank])
+    else:
+        _set_rng_state(s["rng"])
 
 
 def _make_optimizer(params, recipe: dict):
@@ -180,7 +231,15 @@ def train(
 
     from sure_ood import distributed as ddp
     from sure_ood import numerics
-    from sure_ood.data import make_transform, open_split, read_manifest, resolve_transform_config
+    from sure_ood.data import (
+        TRAIN_SPLITS,
+        PerSampleRandomness,
+        make_transform,
+        open_split,
+        read_manifest,
+        resolve_transform_config,
+        split_identity,
+    )
     from sure_ood.models import build_model, load_init, model_spec
     from sure_ood.progress import track
     from sure_ood.tricks.crl import CorrectnessHistory as _CorrectnessHistory
@@ -190,6 +249,7 @@ def train(
     numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     dist_info = ddp.setup(device)
     device = dist_info.device
+    ddp.check_precision(amp, device, "compute.amp")
     amp_dtype = ddp.amp_dtype(amp, device, training=True)
     channels_last = ddp.use_channels_last(channels_last, device)
     if pin_memory is None:
@@ -220,6 +280,8 @@ def train(
     train_tf = make_transform("center", spec["img_size"], norm, train=True, augmentation=aug)
     val_tf = make_transform("center", spec["img_size"], norm, **tcfg)
     train_ds = open_split(bench, manifest, "train", train_tf)
+    if aug == "reference":
+        train_ds = PerSampleRandomness(train_ds, seed)
     val_ds = open_split(bench, manifest, "val", val_tf)
     if dist_info.enabled:
         from torch.utils.data import Subset
@@ -262,7 +324,10 @@ def train(
 
     # The state folder is keyed by everything that defines the run, so an edited recipe
     # starts afresh instead of resuming a different run (and the old state is kept).
-    fingerprint = run_fingerprint(bench, model_cfg, recipe, seed, file_init)
+    # The images are part of it through their content (not their folder): moving the data
+    # resumes, different training images start afresh.
+    data_id = split_identity(manifest, TRAIN_SPLITS)
+    fingerprint = run_fingerprint(bench, model_cfg, recipe, seed, file_init, data_id)
     state_dir = state_dir / fingerprint
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / STATE_NAME
@@ -270,25 +335,10 @@ def train(
     start_epoch, best = 1, {"val_acc": -1.0, "epoch": 0, "weights": None}
     records: list[str] = []  # the log lines, kept in the state: a kill never loses one
     if state_path.exists():
-        try:  # tensors and plain containers only: a crafted pickle never runs
-            s = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - every loader error becomes one clear message
-            raise InputError(
-                f"{state_path}: unreadable training state ({type(e).__name__}: {e}); "
-                "delete it to restart the run from scratch"
-            ) from e
-        model.load_state_dict(s["model"])
-        optimizer.load_state_dict(s["optimizer"])
-        cosine.load_state_dict(s["cosine"])
-        if swa_model is not None:
-            swa_model.load_state_dict(s["swa_model"])
-            swa_sched.load_state_dict(s["swa_sched"])
-        history.load_state_dict(s["crl"])
-        rank_states = s.get("rng_ranks")
-        if dist_info.enabled and rank_states and len(rank_states) == dist_info.world_size:
-            _set_rng_state(rank_states[dist_info.rank])
-        else:
-            _set_rng_state(s["rng"])
+        s = load_training_state(state_path)
+        restore_training_state(
+            s, model, optimizer, cosine, history, (swa_model, swa_sched), dist_info
+        )
         best = s["best"]
         records = list(s.get("log", []))
         start_epoch = int(s["epoch"]) + 1
@@ -332,21 +382,9 @@ def train(
         ddp.barrier(dist_info)
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        if dist_info.enabled:
-            sampler = ddp.GlobalBatchSampler(
-                len(train_ds), recipe["batch_size"], dist_info.rank, dist_info.world_size, gen
-            )
-            loader = DataLoader(train_ds, batch_sampler=sampler, generator=gen, **loader_kw)
-        else:
-            loader = DataLoader(
-                train_ds,
-                batch_size=recipe["batch_size"],
-                shuffle=True,
-                generator=gen,
-                drop_last=False,
-                **loader_kw,
-            )
+        loader, _, mix_gen = epoch_loader(
+            train_ds, recipe["batch_size"], seed, epoch, dist_info, loader_kw
+        )
         train_fwd.train()
         lr = optimizer.param_groups[0]["lr"]
         tot_loss = tot_correct = tot_n = 0
@@ -374,7 +412,7 @@ def train(
                     mixup_beta=recipe.get("mixup_beta", 10.0),
                     crl_weight=recipe.get("crl_weight", 0.0),
                     crl_history=history,
-                    generator=gen,
+                    generator=mix_gen,
                 )
             except FloatingPointError as e:
                 raise FloatingPointError(
@@ -479,13 +517,62 @@ def train(
     return record
 
 
-def run_fingerprint(bench, model_cfg, recipe, seed, init_file) -> str:
-    """Short hash of everything that defines a run (and of the init file's bytes)."""
+def epoch_loader(train_ds, batch_size: int, seed: int, epoch: int, dist_info, loader_kw: dict):
+    """The training loader of one epoch and its two generators ``(loader, order, mixup)``.
+
+    ``order`` (seeded by ``seed, epoch``; the same on every rank) draws the permutation, so
+    the ranks cut one global batch sequence. Augmentation: a :class:`PerSampleRandomness`
+    dataset draws from ``(seed, epoch, index)`` alone; the other policies draw from the
+    process's stream, and under data parallelism each loader worker is reseeded from its own
+    rank too (:func:`sure_ood.distributed.rank_worker_init`), since torch derives the worker
+    seeds from ``order``, which is shared. RegMixup's draws: one process uses ``order`` as
+    before; rank ``r`` of several its own ``stream_seed(seed, epoch, r, 1)`` generator.
+    """
+    import functools
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sure_ood import distributed as ddp
+    from sure_ood.data import stream_seed
+
+    if hasattr(train_ds, "set_epoch"):
+        train_ds.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if not dist_info.enabled:
+        loader = DataLoader(
+            train_ds,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=gen,
+            drop_last=False,
+            **loader_kw,
+        )
+        return loader, gen, gen
+    sampler = ddp.GlobalBatchSampler(
+        len(train_ds), batch_size, dist_info.rank, dist_info.world_size, gen
+    )
+    kw = dict(loader_kw)
+    if kw.get("num_workers", 0) > 0:
+        kw["worker_init_fn"] = functools.partial(ddp.rank_worker_init, dist_info.rank)
+    loader = DataLoader(train_ds, batch_sampler=sampler, generator=gen, **kw)
+    mix_gen = torch.Generator().manual_seed(stream_seed(seed, epoch, dist_info.rank, 1))
+    return loader, gen, mix_gen
+
+
+def run_fingerprint(bench, model_cfg, recipe, seed, init_file, data_id: str = "") -> str:
+    """Short hash of everything that defines a run: the benchmark's identity keys (never the
+    data's location), model, recipe, seed, the training images' digest, the init file's
+    bytes and the training code."""
     import hashlib
 
     from sure_ood.code_version import code_version
+    from sure_ood.data import benchmark_identity
 
-    h = hashlib.sha256(json.dumps([bench, model_cfg, recipe, seed], sort_keys=True).encode())
+    ident = benchmark_identity(bench, "train")
+    h = hashlib.sha256(json.dumps([ident, model_cfg, recipe, seed], sort_keys=True).encode())
+    if data_id:
+        h.update(data_id.encode())
     if init_file:
         h.update(file_digest(init_file).encode())
     # the training code too: a state written by other code is another run, never resumed

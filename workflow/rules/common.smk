@@ -5,7 +5,7 @@ import os
 import shlex
 
 from sure_ood.config import (
-    ODIN_PARAMS,
+    odin_params,
     all_rows,
     all_test_models,
     check_config,
@@ -73,8 +73,11 @@ SPLIT_KEYS = (
 )
 
 
-def get_split_config():
-    return as_json({k: v for k, v in config["benchmark"].items() if k in SPLIT_KEYS})
+def get_split_config(with_location=True):
+    """The split-defining benchmark keys as JSON; without data_root for prepare_data's param
+    (its manifest's paths are relative to data_root, so moving the data changes nothing)."""
+    keys = SPLIT_KEYS if with_location else tuple(k for k in SPLIT_KEYS if k != "data_root")
+    return as_json({k: v for k, v in config["benchmark"].items() if k in keys})
 
 
 def res(rule_name, key, default):
@@ -85,6 +88,33 @@ def res(rule_name, key, default):
 
 # ---- GPU options, multi-GPU launch, sharded extraction ------------------------------------
 EXTRACT_SHARDS = int(config.get("extract_shards", 1))
+# One extraction job per split (image folders, or sharded): adding an OOD split runs only its
+# jobs. The built-in array benchmarks keep one job per (test model, view) for every test split:
+# their splits are fixed and each job's start-up (~5 s of torch/timm import) would dominate.
+EXTRACT_PER_SPLIT = EXTRACT_SHARDS > 1 or config["benchmark"]["source"] == "imagefolder"
+
+
+# ---- run identity: what the images are, never where they are ------------------------------
+def get_bench_identity(stage):
+    """The benchmark keys a stage depends on, as its param (sure_ood.data.benchmark_identity):
+    no location key (data_root, splits, ssb_splits), so moving the images reruns prepare_data
+    only; train also ignores the OOD-only keys, extraction the list of OOD splits."""
+    from sure_ood.data import benchmark_identity
+
+    return as_json(benchmark_identity(config["benchmark"], stage))
+
+
+def data_input(name):
+    """A prepare_data output (its image paths are relative to data_root)."""
+    return f"{OUT}/data/{name}"
+
+
+# Where the images are reaches the jobs outside their params: these globals are formatted into
+# the shell commands (`{BENCH_JSON}`), and a rule's code trigger sees the template, not the
+# value. So moving the images (a new data_root) reruns nothing: the manifest holds paths
+# relative to data_root, and every param is location-free.
+BENCH_JSON = as_json(config["benchmark"])
+SPLIT_JSON = get_split_config()
 
 
 def get_compute_args():
@@ -98,6 +128,48 @@ def get_compute_args():
     if c.get("channels_last", False):
         args.append("--channels-last")
     return " ".join(args)
+
+
+def get_odin_compute_args():
+    """`--amp ... --workers ... --batch-size ... --pin-memory ...` from config `compute.odin`."""
+    c = config["compute"]
+    o = c["odin"]
+    batch = o["batch_size"] or config["extract_batch_size"]
+    return (
+        f"--amp {o['amp']} --workers {int(o['workers'])} --batch-size {int(batch)} "
+        f"--pin-memory {str(c['pin_memory']).lower()}"
+    )
+
+
+def grow(rule_name, key, default):
+    """A resource that grows with Snakemake's `attempt` (1, 2, ... on retries): a job retried
+    after running out of memory or time asks for `attempt` x the configured amount."""
+    base = int(res(rule_name, key, default))
+    return lambda wildcards, attempt: base * attempt
+
+
+def zero_epoch(recipe_id):
+    """A recipe that trains no epoch (the pretrained baseline only measures validation)."""
+    return int(config["recipes"][recipe_id]["epochs"]) == 0
+
+
+def train_gpus(wildcards):
+    """GPUs of a train job: the configured count, but at most one for a zero-epoch run (one
+    validation pass, no GPU-days)."""
+    gpus = int(res("train", "gpu", 0))
+    return min(gpus, 1) if zero_epoch(wildcards.recipe) else gpus
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes of a train job x `attempt`; a zero-epoch run gets the default rule's runtime."""
+    if zero_epoch(wildcards.recipe):
+        return int(res("default", "runtime", 60)) * attempt
+    return int(res("train", "runtime", 120)) * attempt
+
+
+def train_launcher(wildcards):
+    """torchrun with one process per GPU when the job gets several, else `sure-ood`."""
+    return get_launcher("train") if train_gpus(wildcards) > 1 else "sure-ood"
 
 
 def get_feature_shards(wildcards):
@@ -229,7 +301,7 @@ def method_needs(method_id):
 # ODIN's hyper-parameters belong to the `odin` rule (it runs the network); its scorers have none.
 def odin_slug(params):
     """The ODIN settings as a path level: methods with the same settings share one job."""
-    p = {**ODIN_PARAMS, **params}
+    p = odin_params(params)
     return f"t{float(p['temperature']):g}_e{float(p['epsilon']):g}_s{int(bool(p['std_scaled']))}"
 
 
@@ -251,7 +323,7 @@ def get_score_inputs(wildcards):
         features = [odin_path(tm, slug, v, s) for s in TEST_SPLITS]
     else:
         features = [feature_path(tm, v, s) for s in TEST_SPLITS]
-    inputs = {"features": features, "prior": f"{OUT}/data/prior.npy"}
+    inputs = {"features": features, "prior": data_input("prior.npy")}
     if "train" in needs:
         inputs["train"] = feature_path(tm, "center", "train")
     if "val" in needs:  # the held-out validation split (e.g. temperature scaling)
@@ -455,15 +527,11 @@ def get_claims_published_json(wildcards):
     )
 
 
-# Cheap rules run inside the main Snakemake process's machine, never as cluster jobs.
-localrules:
-    all,
-    score,
-    fuse,
-    evaluate,
-    table,
-    histogram,
-    claims,
+# Rules run on the main Snakemake process's machine, never as cluster jobs: config
+# `local_rules` (default in the schema: the cheap ones; imagenet_ssb sends score, fuse and
+# evaluate to the cluster with their declared memory). The schema names every rule, so a
+# misspelt one fails before any job.
+workflow.localrules(*config["local_rules"])
 
 
 # ---- numerics: portable | native (sure_ood.numerics, docs/reproducibility.md) -------------

@@ -12,8 +12,8 @@ rule evaluate:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("evaluate", "mem_mb", 2000),
-        runtime=res("evaluate", "runtime", 15),
+        mem_mb=grow("evaluate", "mem_mb", 2000),
+        runtime=grow("evaluate", "runtime", 15),
     params:
         code=code_version("evaluate"),
         row=get_row_json,

@@ -1,13 +1,15 @@
 # One forward pass per (test model, view, split). With `extract_shards: N` (N > 1) each split is
 # cut into N contiguous shards, one job each, and merge_features.smk concatenates them in order.
-if EXTRACT_SHARDS == 1:
+# The benchmark enters as its identity keys (never the data's location: moving the images
+# reruns nothing here; the manifest holds paths relative to data_root, see common.smk).
+if not EXTRACT_PER_SPLIT:
 
     # One job per (test model, view) extracts every test split: the model and the torch/timm
     # start-up are paid once, not once per split.
     rule extract:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=f"{OUT}/data/manifest.parquet",
+            manifest=data_input("manifest.parquet"),
         output:
             [
                 f"{OUT}/features/{{test_model}}/view~{{view}}/split~{split}.npz"
@@ -21,19 +23,19 @@ if EXTRACT_SHARDS == 1:
             "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
-            mem_mb=res("extract", "mem_mb", 4000),
-            runtime=res("extract", "runtime", 60),
+            mem_mb=grow("extract", "mem_mb", 4000),
+            runtime=grow("extract", "runtime", 60),
             gpu=res("extract", "gpu", 0),
         params:
             code=code_version("extract"),
-            benchmark=as_json(config["benchmark"]),
+            benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
             splits=" ".join(TEST_SPLITS),
             batch_size=config.get("extract_batch_size", 256),
             device=config.get("device", "auto"),
             compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split {params.splits} --view {wildcards.view} "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
@@ -44,7 +46,7 @@ if EXTRACT_SHARDS == 1:
     rule extract_train:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=f"{OUT}/data/manifest.parquet",
+            manifest=data_input("manifest.parquet"),
         output:
             f"{OUT}/features/{{test_model}}/view~center/split~{{fit_split}}.npz",
         log:
@@ -57,19 +59,52 @@ if EXTRACT_SHARDS == 1:
             "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
-            mem_mb=res("extract", "mem_mb", 4000),
-            runtime=res("extract", "runtime", 60),
+            mem_mb=grow("extract", "mem_mb", 4000),
+            runtime=grow("extract", "runtime", 60),
             gpu=res("extract", "gpu", 0),
         params:
             code=code_version("extract"),
-            benchmark=as_json(config["benchmark"]),
+            benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
             batch_size=config.get("extract_batch_size", 256),
             device=config.get("device", "auto"),
             compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split {wildcards.fit_split} --view center "
+            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
+            "{params.compute} --out {output:q} > {log:q} 2>&1"
+
+elif EXTRACT_SHARDS == 1:
+
+    # Image folders: one job per split, so a new OOD split runs only its own extraction.
+    rule extract:
+        input:
+            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
+            manifest=data_input("manifest.parquet"),
+        output:
+            f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
+        log:
+            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.log",
+        benchmark:
+            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.tsv"
+        conda:
+            "../../envs/sure-ood.yaml"
+        threads: res("extract", "threads", 1)
+        resources:
+            mem_mb=grow("extract", "mem_mb", 4000),
+            runtime=grow("extract", "runtime", 60),
+            gpu=res("extract", "gpu", 0),
+        params:
+            code=code_version("extract"),
+            benchmark=get_bench_identity("extract"),
+            data_dir=get_data_dir,
+            batch_size=config.get("extract_batch_size", 256),
+            device=config.get("device", "auto"),
+            compute=get_compute_args(),
+        shell:
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
+            "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --out {output:q} > {log:q} 2>&1"
 
@@ -78,7 +113,7 @@ else:
     rule extract:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=f"{OUT}/data/manifest.parquet",
+            manifest=data_input("manifest.parquet"),
         output:
             temp(
                 f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.npz"
@@ -93,19 +128,19 @@ else:
             "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
-            mem_mb=res("extract", "mem_mb", 4000),
-            runtime=res("extract", "runtime", 60),
+            mem_mb=grow("extract", "mem_mb", 4000),
+            runtime=grow("extract", "runtime", 60),
             gpu=res("extract", "gpu", 0),
         params:
             code=code_version("extract"),
-            benchmark=as_json(config["benchmark"]),
+            benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
             batch_size=config.get("extract_batch_size", 256),
             device=config.get("device", "auto"),
             compute=get_compute_args(),
             num_shards=EXTRACT_SHARDS,
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {params.benchmark} "
+            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
             "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
             "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
             "{params.compute} --shard {wildcards.shard} --num-shards {params.num_shards} "

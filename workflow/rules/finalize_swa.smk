@@ -14,8 +14,8 @@ rule finalize_swa:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("finalize_swa", "mem_mb", 2000),
-        runtime=res("finalize_swa", "runtime", 15),
+        mem_mb=grow("finalize_swa", "mem_mb", 2000),
+        runtime=grow("finalize_swa", "runtime", 15),
     params:
         code=code_version("finalize_swa"),
     shell:

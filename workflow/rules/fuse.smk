@@ -11,8 +11,8 @@ rule fuse:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("fuse", "mem_mb", 2000),
-        runtime=res("fuse", "runtime", 15),
+        mem_mb=grow("fuse", "mem_mb", 2000),
+        runtime=grow("fuse", "runtime", 15),
     params:
         code=code_version("fuse"),
         fusion=get_fusion,

@@ -26,8 +26,8 @@ rule histogram:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("histogram", "mem_mb", 1000),
-        runtime=res("histogram", "runtime", 10),
+        mem_mb=grow("histogram", "mem_mb", 1000),
+        runtime=grow("histogram", "runtime", 10),
     params:
         code=code_version("histogram"),
     shell:

@@ -10,8 +10,8 @@ rule make_test_model:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("make_test_model", "mem_mb", 2000),
-        runtime=res("make_test_model", "runtime", 15),
+        mem_mb=grow("make_test_model", "mem_mb", 2000),
+        runtime=grow("make_test_model", "runtime", 15),
     params:
         code=code_version("make_test_model"),
         args=get_test_model_args,

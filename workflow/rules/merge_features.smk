@@ -11,8 +11,8 @@ rule merge_features:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("merge_features", "mem_mb", 8000),
-        runtime=res("merge_features", "runtime", 30),
+        mem_mb=grow("merge_features", "mem_mb", 8000),
+        runtime=grow("merge_features", "runtime", 30),
     params:
         code=code_version("merge_features"),
     shell:

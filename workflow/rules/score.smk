@@ -10,8 +10,8 @@ rule score:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("score", "mem_mb", 2000),
-        runtime=res("score", "runtime", 30),
+        mem_mb=grow("score", "mem_mb", 2000),
+        runtime=grow("score", "runtime", 30),
     params:
         code=get_score_code,
         # the method's own config subtree: editing it reruns only this method's jobs

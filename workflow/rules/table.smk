@@ -28,8 +28,8 @@ rule table:
     conda:
         "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=res("table", "mem_mb", 1000),
-        runtime=res("table", "runtime", 10),
+        mem_mb=grow("table", "mem_mb", 1000),
+        runtime=grow("table", "runtime", 10),
     params:
         code=code_version("table"),
         table=get_table_json,

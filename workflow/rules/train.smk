@@ -1,7 +1,7 @@
 rule train:
     input:
-        classes=f"{OUT}/data/classes.json",
-        manifest=f"{OUT}/data/manifest.parquet",
+        classes=data_input("classes.json"),
+        manifest=data_input("manifest.parquet"),
         init=get_train_init,
     output:
         log=f"{OUT}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/train_log.jsonl",
@@ -14,12 +14,13 @@ rule train:
         "../../envs/sure-ood.yaml"
     threads: res("train", "threads", 1)
     resources:
-        mem_mb=res("train", "mem_mb", 4000),
-        runtime=res("train", "runtime", 120),
-        gpu=res("train", "gpu", 0),
+        mem_mb=grow("train", "mem_mb", 4000),
+        runtime=train_runtime,
+        gpu=train_gpus,
     params:
         code=code_version("train"),
-        benchmark=as_json(config["benchmark"]),
+        # identity keys only: moving the images never retrains (see common.smk)
+        benchmark=get_bench_identity("train"),
         model=get_model_json,
         recipe=get_recipe_json,
         seed=get_train_seed,
@@ -31,9 +32,9 @@ rule train:
         device=config.get("device", "auto"),
         # GPU options (amp, channels-last, loader workers); torchrun when resources gpu > 1
         compute=get_compute_args(),
-        launcher=get_launcher("train"),
+        launcher=train_launcher,
     shell:
-        "{params.launcher} train --benchmark {params.benchmark} --model {params.model} "
+        "{params.launcher} train --benchmark {BENCH_JSON} --model {params.model} "
         "--recipe {params.recipe} --seed {params.seed} --data-dir {params.data_dir:q} "
         "{params.init} --state-dir {params.state_dir:q} --log {output.log:q} "
         "--summary {output.summary:q} --threads {threads} --device {params.device} "

@@ -37,7 +37,3 @@ rule write_reference:
         "sure-ood verify {params.run:q} --write-reference {params.dest:q} "
         "--tables {params.tables} > {log:q} 2>&1"
 
-
-localrules:
-    verify,
-    write_reference,
