@@ -325,6 +325,7 @@ def test_published_numbers_of_the_imagenet_config_are_read():
     assert pub["tricks"]["sure_no_ln_480_ensemble_fivecrop"] == {
         "auroc": 81.54,
         "fpr_at_95_tpr": 61.72,
+        "id_accuracy": 84.41,
     }
 
 

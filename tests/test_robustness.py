@@ -79,7 +79,10 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _train_args(recipe: dict, data_dir: Path, run_dir: Path) -> list[str]:
+    # native numerics: the killed run is a subprocess, the resume runs in this process, whose
+    # math libraries are already loaded with its own settings; native keeps both on them
     return [
+        "--numerics", "native",
         "train",
         "--benchmark", json.dumps(BENCH),
         "--model", json.dumps(MODEL),

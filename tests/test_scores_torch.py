@@ -331,7 +331,9 @@ def test_odin_epsilon_zero_is_temperature_scaled_msp():
     net, x = tiny_net(), torch.randn(6, 3, 5, 5)
     got = odin_scores(net, x, temperature=10.0, epsilon=0.0)
     ref = torch.softmax(net(x) / 10.0, 1).max(1).values.detach().numpy()
-    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    # float32 forwards: a no-grad and an autograd pass may take different conv kernels
+    # (oneDNN on or off in this process), equal to float32 rounding
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
 
 
 def test_odin_against_finite_differences():
