@@ -33,7 +33,7 @@ lint: $(STAMP)
 REFERENCE_CONFIGS ?= config/config.yaml config/digits_osr.yaml
 reference: $(STAMP)
 	for c in $(REFERENCE_CONFIGS); do \
-	  PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) --workflow-profile workflow/profiles/local \
+	  PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores $(CORES) \
 	    write_reference --configfile $$c $(ARGS) || exit 1; \
 	done
 	$(MAKE) readme

@@ -97,7 +97,7 @@ def test_yte_opt_in_is_explicit(tmp_path, monkeypatch):
 
 
 @pytest.mark.workflow
-@pytest.mark.parametrize("profile", [[], ["--workflow-profile", "workflow/profiles/local"]])
+@pytest.mark.parametrize("profile", [[], ["--workflow-profile", "profiles/default"]])
 def test_snakemake_dry_run_never_renders_a_yte_config(tmp_path, profile):
     """The payload would create a marker file: under `snakemake -n`, with the default or the
     local workflow profile, it is refused before Snakemake loads the file."""
