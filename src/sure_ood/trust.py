@@ -82,6 +82,19 @@ def check_config_file(path: str | os.PathLike) -> None:
                 )
 
 
+def _check_bounds(count: int, depth: int, key: str, where: str) -> None:
+    """The two bounds of a config walk: values seen so far, and the nesting depth of ``key``."""
+    if count > MAX_CONFIG_VALUES:
+        raise ConfigTrustError(
+            f"{where}: the config expands to more than {MAX_CONFIG_VALUES} values "
+            f"(near {key[:120] or '<top>'}; YAML aliases repeated?)"
+        )
+    if depth > MAX_CONFIG_DEPTH:
+        raise ConfigTrustError(
+            f"{where}: {key[:120]}: nested more than {MAX_CONFIG_DEPTH} levels deep"
+        )
+
+
 def _count_nodes(root, where: str) -> None:
     """Walk the node graph as it would be expanded (aliases followed each time), stopping
     as soon as :data:`MAX_CONFIG_VALUES` or :data:`MAX_CONFIG_DEPTH` is passed."""
@@ -92,15 +105,7 @@ def _count_nodes(root, where: str) -> None:
     while stack:
         node, depth, key = stack.pop()
         count += 1
-        if count > MAX_CONFIG_VALUES:
-            raise ConfigTrustError(
-                f"{where}: the config expands to more than {MAX_CONFIG_VALUES} values "
-                f"(near {key[:120] or '<top>'}; YAML aliases repeated?)"
-            )
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigTrustError(
-                f"{where}: {key[:120]}: nested more than {MAX_CONFIG_DEPTH} levels deep"
-            )
+        _check_bounds(count, depth, key, where)
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 name = f"{key}.{k.value}" if key else str(k.value)
@@ -117,15 +122,7 @@ def check_config_tree(config: Any, where: str = "config") -> None:
     while stack:
         obj, depth, key = stack.pop()
         count += 1
-        if count > MAX_CONFIG_VALUES:
-            raise ConfigTrustError(
-                f"{where}: the config expands to more than {MAX_CONFIG_VALUES} values "
-                f"(near {key[:120] or '<top>'}; YAML aliases repeated?)"
-            )
-        if depth > MAX_CONFIG_DEPTH:
-            raise ConfigTrustError(
-                f"{where}: {key[:120]}: nested more than {MAX_CONFIG_DEPTH} levels deep"
-            )
+        _check_bounds(count, depth, key, where)
         if isinstance(obj, dict):
             for k, v in obj.items():
                 stack.append((v, depth + 1, f"{key}.{k}" if key else str(k)))

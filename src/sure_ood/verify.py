@@ -36,20 +36,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sure_ood.evaluate import SEED_METRICS
 from sure_ood.io import InputError, file_digest, read_json, write_json, write_text
 
 MANIFEST = "manifest.json"
 FORMAT = 1
-# metric columns of a table CSV (fractions); the CI columns are <metric>_lo / <metric>_hi
-METRICS = (
-    "auroc",
-    "fpr_at_95_tpr",
-    "fpr95_ood_pos",
-    "aupr_in",
-    "aupr_out",
-    "id_accuracy",
-    "oscr",
-)
+# metric columns of a table CSV (fractions): a row's metrics, as evaluate writes them; the CI
+# columns are <metric>_lo / <metric>_hi
+METRICS = SEED_METRICS
 # the files of a run whose bytes a reference records (relative to results/<bench>/)
 FILE_PATTERNS = (
     "data/manifest.parquet",
