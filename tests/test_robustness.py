@@ -79,10 +79,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _train_args(recipe: dict, data_dir: Path, run_dir: Path) -> list[str]:
-    # native numerics: the killed run is a subprocess, the resume runs in this process, whose
-    # math libraries are already loaded with its own settings; native keeps both on them
     return [
-        "--numerics", "native",
         "train",
         "--benchmark", json.dumps(BENCH),
         "--model", json.dumps(MODEL),
@@ -135,7 +132,7 @@ def _state(run_dir: Path) -> dict:
 
 
 @pytest.mark.parametrize("recipe", [BASELINE, SURE], ids=["baseline", "sure_sam_mixup_crl_swa"])
-def test_kill_9_mid_epoch_then_rerun_gives_the_same_weights(tmp_path, data_dir, recipe, capsys):
+def test_kill_9_mid_epoch_then_rerun_gives_the_same_weights(tmp_path, data_dir, recipe):
     import torch
 
     from sure_ood.finalize_swa import finalize
@@ -158,11 +155,19 @@ def test_kill_9_mid_epoch_then_rerun_gives_the_same_weights(tmp_path, data_dir, 
     assert 1 <= done < recipe["epochs"], "the kill came after training had finished"
     assert not (killed / "run.json").exists() and not (killed / "train_log.jsonl").exists()
 
-    # rerun (resumes after the last saved epoch), and an uninterrupted run
-    capsys.readouterr()
-    assert main(args) == 0
-    assert f"after epoch {done}" in capsys.readouterr().out, "the rerun did not resume"
-    assert main(_train_args(recipe, data_dir, clean)) == 0
+    # rerun (resumes after the last saved epoch), and an uninterrupted run: fresh processes
+    # as the killed one, so all three load the math libraries with the same numerics pins
+    # (an in-process run would inherit whatever this test process loaded and set before)
+    def run(argv):
+        return subprocess.run(
+            [str(BIN / "sure-ood"), *argv], env=_env(), capture_output=True, text=True
+        )
+
+    rerun = run(args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"after epoch {done}" in rerun.stdout, "the rerun did not resume"
+    uninterrupted = run(_train_args(recipe, data_dir, clean))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
 
     a, b = _state(killed), _state(clean)
     assert a["epoch"] == b["epoch"] == recipe["epochs"]
