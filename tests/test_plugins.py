@@ -205,7 +205,10 @@ def test_installing_a_plugin_reruns_nothing_and_its_row_only_its_jobs(
     (work / CONFIG).write_text(yaml.safe_dump(cfg, sort_keys=False))
     jobs = _dry_run(work, env)
     rules = sorted(r for r, _ in jobs if r != "all")
-    assert rules == ["evaluate", "histogram", "score", "table"], jobs
+    # one score job per replicate's test model (3); the new row joins the posthoc table, and
+    # with it the claim "RP+GradNorm is the best of the table's scores" (best_of over every
+    # other row): that claim is recomputed too
+    assert rules == ["claims", "evaluate", "histogram", *["score"] * 3, "table"], jobs
     assert "/method~logit_margin/" in dict(jobs)["score"]
 
 
