@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -53,10 +55,22 @@ def test_default_config_dry_runs(tmp_path):
     assert "results/mnist_osr/tables/claims.md" in r.stdout  # the claims are a default target
 
 
+# Deliberate: the data's location reaches train/extract/odin/prepare_data through these
+# globals, outside `params`, so that moving the data folder reruns nothing (run identity is
+# content, not paths); Snakemake's linter flags exactly that, and only that is allowed here.
+LOCATION_GLOBALS = ("BENCH_JSON", "SPLIT_JSON")
+
+
 def test_lint_is_clean(tmp_path):
     work = copy_workflow(tmp_path)
     r = run_snakemake(work, "--lint", check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    lints = re.findall(r"^\s+\* (.+?):$", out, re.M)
+    allowed = {
+        f"Shell command directly uses variable {v} from outside of the rule"
+        for v in LOCATION_GLOBALS
+    }
+    assert lints and set(lints) <= allowed or r.returncode == 0, out
 
 
 def _bad_config(tmp_path, edit) -> str:
