@@ -23,8 +23,8 @@ def main() -> None:
     import torch
 
     from sure_ood.distributed import autocast, use_channels_last
-    from sure_ood.extract import forward_cache
     from sure_ood.models import resolve_device
+    from sure_ood.stages.extract import forward_cache
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="deit3_small_patch16_224")

@@ -12,7 +12,7 @@
 # sure_ood is taken from src/ when not installed). Random weights and inputs: no download.
 #
 #   1. throughput (below, ~4 min): deit3_base_patch16_384 in bf16 autocast, extraction at 384
-#      and 480 px (raw forward vs sure_ood.extract.forward_cache), achieved TFLOP/s and MFU
+#      and 480 px (raw forward vs sure_ood.stages.extract.forward_cache), achieved TFLOP/s and MFU
 #      against the card's dense bf16 peak; one SURE training step vs a plain step; GPU-hour
 #      projections. Fails if forward_cache on device-resident input is < 0.9x the raw forward.
 #   2. benchmarks/gpu_acceptance.py (~4 min): training with a stop, a SIGKILL and a resume
@@ -79,7 +79,7 @@ ap.add_argument("--mfu", type=float, default=0.4, help="MFU assumed for projecti
 ap.add_argument("--json", default=None)
 args = ap.parse_args(sys.argv[1:])
 
-from sure_ood.extract import forward_cache  # noqa: E402
+from sure_ood.stages.extract import forward_cache  # noqa: E402
 from sure_ood.tricks import SAM, CosineHead, replace_head, sure_step  # noqa: E402
 
 smoke = args.cpu_smoke

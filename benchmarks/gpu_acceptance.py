@@ -81,7 +81,7 @@ def check_train_resume(root: Path, smoke: bool, atol: float) -> dict:
     import torch
     from imagefolder_fixture import make_imagefolder
 
-    from sure_ood.prepare_data import prepare
+    from sure_ood.stages.prepare_data import prepare
 
     gpus = 0 if smoke else torch.cuda.device_count()
     nproc = 2 if smoke or gpus >= 2 else 1

@@ -12,10 +12,10 @@ import yaml
 from conftest import ROOT
 
 from sure_ood import cli
-from sure_ood.claims import claimed_sign, combine, evaluate_claim, verdict
 from sure_ood.config import ConfigError, check_config, claim_rows, load_schema, validate_config
-from sure_ood.evaluate import evaluate
 from sure_ood.io import write_json
+from sure_ood.stages.claims import claimed_sign, combine, evaluate_claim, verdict
+from sure_ood.stages.evaluate import evaluate
 
 N_ID, N_OOD = 300, 300
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from sure_ood import cli, metrics
-from sure_ood.compare import compare_rows
 from sure_ood.io import InputError, write_json
+from sure_ood.stages.compare import compare_rows
 
 N_ID, N_EASY, N_HARD = 120, 50, 70
 

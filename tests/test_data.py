@@ -15,7 +15,7 @@ from sure_ood.data import (
     view_names,
 )
 from sure_ood.io import InputError
-from sure_ood.prepare_data import prepare
+from sure_ood.stages.prepare_data import prepare
 
 KNOWN, UNKNOWN = [0, 1, 2, 3, 4, 5], [6, 7, 8, 9]
 FRACTIONS = {"train": 0.6, "val": 0.1, "id_test": 0.3}

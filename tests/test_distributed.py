@@ -78,7 +78,7 @@ MODEL = {
 
 @pytest.fixture(scope="module")
 def digits_data(tmp_path_factory):
-    from sure_ood.prepare_data import prepare
+    from sure_ood.stages.prepare_data import prepare
 
     out = tmp_path_factory.mktemp("digits")
     prepare(BENCH, out)

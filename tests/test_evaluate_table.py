@@ -24,9 +24,9 @@ from sure_ood.config import (
     row_replicates,
     row_test_models,
 )
-from sure_ood.evaluate import evaluate
 from sure_ood.io import write_json
-from sure_ood.table import collect, compare_with_reference, to_html, to_markdown
+from sure_ood.stages.evaluate import evaluate
+from sure_ood.stages.table import collect, compare_with_reference, to_html, to_markdown
 
 N_ID, N_OOD = 150, 120
 

@@ -18,8 +18,8 @@ import torch
 from sure_ood.cache import FeatureCache, save_cache
 from sure_ood.config import resolve_row, row_test_models
 from sure_ood.data import Normalization, make_transform, view_names
-from sure_ood.fuse import fuse
 from sure_ood.io import InputError
+from sure_ood.stages.fuse import fuse
 
 SPLITS = ("id_test", "ood_test")
 

@@ -50,7 +50,7 @@ RECIPE = {
 
 @pytest.fixture(scope="module")
 def digits_data(tmp_path_factory):
-    from sure_ood.prepare_data import prepare
+    from sure_ood.stages.prepare_data import prepare
 
     out = tmp_path_factory.mktemp("digits")
     prepare(DIGITS, out)
@@ -63,7 +63,7 @@ def test_resume_restores_rng_and_optimizer_onto_a_non_cpu_model(tmp_path, digits
     ``meta`` (a device with no CPU storage, standing in for CUDA): the RNG states come back
     exactly as saved and the optimizer's state follows the parameters' device."""
     from sure_ood.models import build_model, model_spec
-    from sure_ood.train import (
+    from sure_ood.stages.train import (
         _make_optimizer,
         load_training_state,
         restore_training_state,
@@ -98,7 +98,7 @@ def test_resume_restores_rng_and_optimizer_onto_a_non_cpu_model(tmp_path, digits
 def test_rng_state_mapped_off_the_cpu_is_brought_back(monkeypatch):
     """``torch.set_rng_state`` only takes CPU ByteTensors: a state tensor delivered as another
     dtype/layout (what a device-mapped load gives, after ``.to``) is converted, not refused."""
-    from sure_ood.train import _rng_state, _set_rng_state
+    from sure_ood.stages.train import _rng_state, _set_rng_state
 
     torch.manual_seed(5)
     saved = _rng_state("cpu")
@@ -130,7 +130,7 @@ NORM3 = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 def _batches(ds, rank: int, world: int, workers: int, seed: int = 0, epoch: int = 1):
     """The loader's batches in order, {index: image}, and 4 RegMixup draws of the rank."""
-    from sure_ood.train import epoch_loader
+    from sure_ood.stages.train import epoch_loader
 
     info = DistInfo(rank, world, rank, "cpu")
     loader, _, mix = epoch_loader(ds, 8, seed, epoch, info, {"num_workers": workers})
@@ -279,7 +279,7 @@ def test_float32_streamed_softmax_mean_matches_float64(monkeypatch):
     go. They agree wherever the float64 top-2 gap exceeds float32's resolution."""
     from scipy.special import softmax
 
-    from sure_ood import fuse
+    from sure_ood.stages import fuse
 
     monkeypatch.setattr(fuse, "BLOCK_BYTES", 4 * 100 * 7)  # 7 rows per block
     rng = np.random.default_rng(0)
@@ -329,7 +329,7 @@ def test_odin_with_zero_epsilon_is_temperature_scaled_msp():
 
 # ---- 4. the published ID accuracy column ---------------------------------------------------
 def test_published_accuracy_is_a_column_beside_ours():
-    from sure_ood.table import collect, to_markdown
+    from sure_ood.stages.table import collect, to_markdown
 
     row = {
         "table": "t", "row": "final", "auroc": 0.8, "fpr_at_95_tpr": 0.6, "id_accuracy": 0.85,
@@ -375,7 +375,7 @@ def test_manifest_paths_follow_the_data_root(tmp_path):
 
     from sure_ood.data import TRAIN_SPLITS, open_split, read_manifest, split_identity
     from sure_ood.io import InputError
-    from sure_ood.prepare_data import prepare
+    from sure_ood.stages.prepare_data import prepare
 
     bench = yaml.safe_load((ROOT / "config/imagenet_ssb_tiny.yaml").read_text())["benchmark"]
     bench["data_root"] = str(make_imagefolder(tmp_path / "a", n_train=4, n_val=2, n_ood=2))

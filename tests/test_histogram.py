@@ -13,9 +13,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sure_ood import histogram  # noqa: E402
 from sure_ood.cli import main as cli_main  # noqa: E402
 from sure_ood.metrics import fpr_at_95_tpr  # noqa: E402
+from sure_ood.stages import histogram  # noqa: E402
 
 
 def _frame(id_s, ood_s):

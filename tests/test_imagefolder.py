@@ -12,7 +12,7 @@ from imagefolder_fixture import EASY, HARD, KNOWN, make_imagefolder
 
 from sure_ood.data import make_transform, open_split, resolve_transform_config
 from sure_ood.io import InputError
-from sure_ood.prepare_data import prepare
+from sure_ood.stages.prepare_data import prepare
 
 OOD = ["ssb_easy", "ssb_hard"]
 
@@ -215,9 +215,9 @@ def test_sharded_extraction_merges_to_the_unsharded_cache(inet, tmp_path):
 
     from sure_ood.cache import load_cache
     from sure_ood.data import shard_range
-    from sure_ood.extract import extract
-    from sure_ood.merge_features import merge
     from sure_ood.models import build_model, model_spec, save_model
+    from sure_ood.stages.extract import extract
+    from sure_ood.stages.merge_features import merge
 
     assert [list(shard_range(7, i, 3)) for i in range(3)] == [[0, 1, 2], [3, 4], [5, 6]]
     bench = _bench(inet)

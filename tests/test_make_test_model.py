@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sure_ood.extract import forward_cache, head_parameters
 from sure_ood.io import InputError, load_state_dict
-from sure_ood.make_test_model import make_test_model, soup
 from sure_ood.models import build_model, load_model, model_spec, read_spec, save_model
+from sure_ood.stages.extract import forward_cache, head_parameters
+from sure_ood.stages.make_test_model import make_test_model, soup
 
 MODEL = {
     "arch": "deit3_small_patch16_224",

@@ -21,9 +21,10 @@ import pytest
 import yaml
 from conftest import ROOT, copy_workflow, snakemake_env
 
-from sure_ood import numerics, verify
+from sure_ood import numerics
 from sure_ood.config import ConfigError, load_schema, validate_config
 from sure_ood.io import InputError
+from sure_ood.stages import verify
 
 # A caller whose environment steers every library to another code path than portable's.
 CALLER_CAPS = {

@@ -112,7 +112,7 @@ def test_editing_a_stage_code_reruns_that_stage(digits_run, tmp_path):
     env = snakemake_env()
     env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
     work = _up_to_date_copy(digits_run, tmp_path / "run", env)
-    score_py = src / "sure_ood/score.py"
+    score_py = src / "sure_ood/stages/score.py"
     text = score_py.read_text()
 
     # comments, docstrings and formatting are not code: nothing to do
@@ -153,12 +153,12 @@ def _append(rel: str, text: str):
 @pytest.mark.parametrize(
     ("edited", "stage", "changes"),
     [
-        ("score.py", "score", True),
+        ("stages/score.py", "score", True),
         ("metrics.py", "evaluate", True),  # imported by evaluate (inside a function)
         ("cache.py", "score", True),  # imported by score
         ("scores/msp.py", "score", True),  # registered by the scores package
-        ("train.py", "evaluate", False),  # not run by evaluate
-        ("histogram.py", "score", False),
+        ("stages/train.py", "evaluate", False),  # not run by evaluate
+        ("stages/histogram.py", "score", False),
     ],
 )
 def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, stage, changes):
@@ -175,7 +175,7 @@ def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, 
         ("scores/__init__.py", "energy", False),  # the list of built-in methods
         ("scores/base.py", "energy", True),  # shared helpers
         ("scores/odin.py", "rw_odin", True),  # imported by rw_odin
-        ("score.py", "energy", True),  # the stage itself
+        ("stages/score.py", "energy", True),  # the stage itself
     ],
 )
 def test_method_code_version_follows_only_its_method(package_copy, edited, method, changes):
@@ -188,7 +188,7 @@ def test_method_code_version_follows_only_its_method(package_copy, edited, metho
 
 def test_code_version_ignores_comments_docstrings_and_formatting(package_copy):
     def edit(pkg: Path) -> None:
-        f = pkg / "score.py"
+        f = pkg / "stages/score.py"
         text = f.read_text().replace('"""', '"""Reworded. ', 1)
         f.write_text("# a new comment\n" + text.replace("\n\n\n", "\n\n\n\n") + "\n# end\n")
 

@@ -135,8 +135,8 @@ def _state(run_dir: Path) -> dict:
 def test_kill_9_mid_epoch_then_rerun_gives_the_same_weights(tmp_path, data_dir, recipe):
     import torch
 
-    from sure_ood.finalize_swa import finalize
     from sure_ood.io import load_state_dict
+    from sure_ood.stages.finalize_swa import finalize
 
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     args = _train_args(recipe, data_dir, killed)
@@ -359,7 +359,7 @@ def _crafted_pickle(path: Path, marker: Path) -> None:
 
 
 def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
-    from sure_ood.train import run_fingerprint, train
+    from sure_ood.stages.train import run_fingerprint, train
 
     marker = tmp_path / "pwned"
     from sure_ood.data import TRAIN_SPLITS, split_identity  # the training images' digest
@@ -376,7 +376,7 @@ def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
 
 
 def test_crafted_training_state_is_refused_by_finalize_swa(tmp_path):
-    from sure_ood.finalize_swa import finalize
+    from sure_ood.stages.finalize_swa import finalize
 
     marker = tmp_path / "pwned"
     _crafted_pickle(tmp_path / "state.pt", marker)

@@ -23,7 +23,7 @@ from sure_ood import scores
 from sure_ood.cache import FeatureCache, load_cache, save_cache
 from sure_ood.cli import main as cli_main
 from sure_ood.io import InputError, load_npz
-from sure_ood.score import score_files
+from sure_ood.stages.score import score_files
 
 C, D = 5, 8
 
@@ -460,7 +460,7 @@ def test_registry_errors():
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, sure_ood.scores, sure_ood.score; print('torch' in sys.modules)"
+    code = "import sys, sure_ood.scores, sure_ood.stages.score; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -12,10 +12,10 @@ import json
 import pytest
 import torch
 
-from sure_ood.finalize_swa import finalize
 from sure_ood.io import load_state_dict
-from sure_ood.prepare_data import prepare
-from sure_ood.train import train
+from sure_ood.stages.finalize_swa import finalize
+from sure_ood.stages.prepare_data import prepare
+from sure_ood.stages.train import train
 
 BENCH = {
     "name": "digits_osr",

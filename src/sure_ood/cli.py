@@ -1,8 +1,9 @@
 """The ``sure-ood`` command: one subcommand per workflow stage.
 
-Each stage lives in the module of the same name (``sure-ood extract`` -> ``sure_ood.extract``)
-and exposes ``add_arguments(parser)`` and ``run(args)``. Only the chosen stage's module is
-imported, so cheap stages (score, evaluate, table) do not pay for importing torch and timm.
+Each stage lives in the module of the same name (``sure-ood extract`` ->
+``sure_ood.stages.extract``) and exposes ``add_arguments(parser)`` and ``run(args)``. Only the
+chosen stage's module is imported, so cheap stages (score, evaluate, table) do not pay for
+importing torch and timm.
 
 ``sure-ood [--numerics portable|native] STAGE ...``: the numerics mode (:mod:`sure_ood.numerics`)
 is applied before the stage's module, and with it numpy/torch/numba, is imported. Without the
@@ -18,7 +19,7 @@ import os
 import shlex
 import sys
 
-# stage name -> one-line help. The module is sure_ood.<stage name>.
+# stage name -> one-line help. The module is sure_ood.stages.<stage name>.
 STAGES: dict[str, str] = {
     "prepare_data": "split a benchmark into train/val/ID-test/OOD-test; write manifests + prior",
     "train": "train one run (recipe x seed); resumable",
@@ -112,7 +113,7 @@ def _run_stage(stage: str, argv: list[str], mode: str) -> int:
             "pins apply to processes started from here only",
             file=sys.stderr,
         )
-    module = importlib.import_module(f"sure_ood.{stage}")
+    module = importlib.import_module(f"sure_ood.stages.{stage}")
     parser = argparse.ArgumentParser(prog=f"sure-ood {stage}", description=STAGES[stage])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])

@@ -17,8 +17,8 @@ class CodeVersionError(InputError):
 
 
 def code_version(stage: str, root: str | os.PathLike | None = None) -> str:
-    """Short hash of the package code a stage runs: ``sure_ood/<stage>.py``, the CLI, and every
-    ``sure_ood`` module they import (transitively, function-level imports included).
+    """Short hash of the package code a stage runs: ``sure_ood/stages/<stage>.py``, the CLI,
+    and every ``sure_ood`` module they import (transitively, function-level imports included).
 
     A rule passes it as a param, so Snakemake's params trigger reruns the stage's jobs when
     that code changes. The hash is of the syntax tree without docstrings, so comments,
@@ -30,9 +30,9 @@ def code_version(stage: str, root: str | os.PathLike | None = None) -> str:
     if key not in _CODE_VERSIONS:
         import hashlib
 
-        if _module_file(root, f"sure_ood.{stage}") is None:
+        if _module_file(root, f"sure_ood.stages.{stage}") is None:
             raise CodeVersionError(f"code_version: no module sure_ood.{stage}")
-        todo, seen = ["sure_ood.cli", f"sure_ood.{stage}"], {}
+        todo, seen = ["sure_ood.cli", f"sure_ood.stages.{stage}"], {}
         while todo:
             mod = todo.pop()
             if mod in seen:
@@ -62,7 +62,7 @@ def method_code_version(module: str, root: str | os.PathLike | None = None) -> s
     if key not in _CODE_VERSIONS:
         import hashlib
 
-        todo, seen = ["sure_ood.cli", "sure_ood.score", module], {}
+        todo, seen = ["sure_ood.cli", "sure_ood.stages.score", module], {}
         while todo:
             mod = todo.pop()
             if mod in seen:

@@ -550,7 +550,7 @@ def code_version(stage):
     return f"{_stage_code_version(stage)}+{NUMERICS}"
 
 
-# ---- verify: a finished run against its reference (sure_ood.verify) ----------------------
+# ---- verify: a finished run against its reference (sure_ood.stages.verify) ----------------------
 REFERENCE_DIR = f"results/reference/{BENCH}"
 VERIFY_OUT = f"results/verify/{BENCH}.json"
 
@@ -558,7 +558,7 @@ VERIFY_OUT = f"results/verify/{BENCH}.json"
 def reference_matches_config():
     """True when a committed reference exists for this benchmark and was made with this
     config (same digest of every row's config subtree)."""
-    from sure_ood.verify import config_digest, subtree_digest
+    from sure_ood.stages.verify import config_digest, subtree_digest
 
     path = f"{REFERENCE_DIR}/manifest.json"
     if not os.path.exists(path):

@@ -36,8 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sure_ood.evaluate import SEED_METRICS
 from sure_ood.io import InputError, file_digest, read_json, write_json, write_text
+from sure_ood.stages.evaluate import SEED_METRICS
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -188,7 +188,7 @@ def write_reference(run_dir: Path, dest: Path, order: list[str] | None = None) -
 
     ``order``: the tables in the config's order (the README prints them so)."""
     from sure_ood import numerics
-    from sure_ood.evaluate import package_versions
+    from sure_ood.stages.evaluate import package_versions
 
     _check_outside(dest, run_dir, "the reference")
     rows = row_config_digests(run_dir)

@@ -3,10 +3,11 @@ decimals, as the paper prints them).
 
 Each metric cell shows the row's mean over its training replicates with its 95 % interval
 ``[lo, hi]`` (two-level bootstrap: replicates, then test images; the image bootstrap for a row
-with one replicate, which the footnote names; see :mod:`sure_ood.evaluate`). Where rows have
+with one replicate, which the footnote names; see :mod:`sure_ood.stages.evaluate`). Where rows have
 several replicates, ``mean ± std`` columns give the spread over training seeds. Where the table
 names a ``reference_row``, every other row is compared with it by the two-level paired bootstrap
-(:func:`sure_ood.compare.compare_rows`: replicates paired by seed index, images by image): the
+(:func:`sure_ood.stages.compare.compare_rows`: replicates paired by seed index, images by
+image): the
 CSV gets ``<m>_delta`` (row − reference), ``<m>_delta_lo/_hi`` and ``<m>_p_vs_ref`` for AUROC and
 FPR@95, and the Markdown/HTML mark with ``†`` a difference that is *not* significant at
 ``alpha`` (default 0.05). Where the config gives ``published`` numbers (percent), they are
@@ -64,7 +65,7 @@ def compare_with_reference(
     A row whose comparison cannot be made (e.g. non-finite scores) is left out with a warning
     on stdout; its cells stay empty.
     """
-    from sure_ood.compare import compare_rows
+    from sure_ood.stages.compare import compare_rows
 
     ids = [r["row"] for r in rows]
     if reference_row not in ids:

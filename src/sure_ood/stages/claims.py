@@ -7,8 +7,9 @@ A claim (config section ``claims``) names rows of one table and the expected dir
   other row of the table).
 
 "Better" reads the claim's ``metric``: higher AUROC, lower FPR@95. Each comparison is the
-two-level paired bootstrap of :func:`sure_ood.compare.compare_rows` (replicates paired by seed
-index, images by image; the difference of the replicate means). Verdict on the claim's metric:
+two-level paired bootstrap of :func:`sure_ood.stages.compare.compare_rows` (replicates paired
+by seed index, images by image; the difference of the replicate means). Verdict on the claim's
+metric:
 
 - *inconclusive*: the 95 % interval of the difference contains 0;
 - *reproduced*: the interval lies on the claimed side of 0;
@@ -95,7 +96,7 @@ def evaluate_claim(
     compare=None,
 ) -> dict[str, Any]:
     """One line of the claims table (fractions). ``compare(path_a, path_b)`` returns
-    :func:`sure_ood.compare.compare_rows`'s result (injected by :func:`run`)."""
+    :func:`sure_ood.stages.compare.compare_rows`'s result (injected by :func:`run`)."""
     table, kind = claim["table"], claim.get("kind", "pair")
     metric = claim.get("metric", "auroc")
     sign = claimed_sign(metric, claim["expect"])
@@ -203,7 +204,7 @@ def to_markdown(lines: list[dict], title: str = "Published claims") -> str:
 
 
 def to_html(lines: list[dict], title: str = "Published claims") -> str:
-    from sure_ood.table import html_page
+    from sure_ood.stages.table import html_page
 
     head, body, notes = render(lines)
     return html_page(title, head, body, notes)
@@ -212,7 +213,7 @@ def to_html(lines: list[dict], title: str = "Published claims") -> str:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from sure_ood.compare import compare_rows
+    from sure_ood.stages.compare import compare_rows
 
     claims = json.loads(args.claims)
     if isinstance(claims, list):  # the rule's form: in config order, each with its id
