@@ -16,6 +16,10 @@ from conftest import ROOT
 
 FORBIDDEN = [
     (re.compile(r"\bspec \d+(\.\d+)?\b", re.I), "a section of a document outside the repository"),
+    (
+        re.compile(r"\b(spec|design) sections? \d", re.I),
+        "a section of a document outside the repository",
+    ),
     (re.compile(r"\.\./shared\b"), "a folder outside the repository"),
     (re.compile(r"(?<![\w.])/work/"), "a build machine's path"),
     (re.compile(r"(?<![\w.])/home/\w"), "a user's home folder"),

@@ -128,7 +128,7 @@ def make_transform(
 
     ``center``: resize the shorter side to ``img_size / crop_ratio``, centre-crop ``img_size``.
     ``five_crop_<k>``: same resize, then crop ``k`` of torchvision's FiveCrop
-    (tl, tr, bl, br, c), as SURE-OOD's five-crop test-time augmentation (spec section 6).
+    (tl, tr, bl, br, c), as SURE-OOD's five-crop test-time augmentation (docs/method.md#test-time).
     ``train``: ``augmentation`` = ``none`` (resize only), ``basic`` (random resized crop
     with scale (0.75, 1), as small digits tolerate) or ``reference`` (the reference's timm
     pipeline, :func:`reference_train_transform`, for RGB images).

@@ -1,6 +1,6 @@
 """OOD-detection / open-set metrics, bootstrap confidence intervals and paired tests.
 
-Conventions (spec section 9, design section 5):
+Conventions (docs/method.md#metrics):
 
 - ``id_score``: **higher = more in-distribution**; ID is the positive class; an image is
   *accepted* (called ID) at threshold ``t`` when ``score >= t`` (ties are accepted).

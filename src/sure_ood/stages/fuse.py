@@ -1,9 +1,9 @@
 """Stage ``fuse``: one score per image from several views (and optionally several models).
 
 SURE-OOD averages the per-crop OOD scores and, for the class prediction, the per-crop softmax
-vectors (spec section 8; SSB-OSR metric_result_GradNorm.py). ``median`` and ``max`` are offered
-as ablations; with several test models this is an output-level ensemble, to compare with the
-weight-space soup.
+vectors (docs/method.md#fusion; SSB-OSR metric_result_GradNorm.py). ``median`` and ``max``
+are offered as ablations; with several test models this is an output-level ensemble, to
+compare with the weight-space soup.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Stage ``make_test_model``: build the model under test from finalized runs.
 
-Three test-time tricks of SURE-OOD (spec sections 2.3, 2.4, 5), each a field of the test-model
+Three test-time tricks of SURE-OOD (docs/method.md#without-final-layernorm,
+#higher-test-resolution, #ensemble), each a field of the test-model
 spec:
 
 - soup: average the parameters of K runs of the same architecture and init (the winners'

@@ -1,7 +1,7 @@
 """Stage ``train``: one run (model x recipe x seed), resumable after every epoch.
 
 The loop composes the training tricks of ``sure_ood.tricks`` as the recipe switches them on
-(spec sections 3-4): cosine head, RegMixup, CRL, SAM over SGD/AdamW, SWA with SWALR. The
+(docs/method.md#recipe): cosine head, RegMixup, CRL, SAM over SGD/AdamW, SWA with SWALR. The
 *baseline* recipe is plain cross-entropy with SGD.
 
 The full training state (model, optimizer, schedulers, SWA model, CRL history, RNG states,

@@ -1,7 +1,8 @@
 """Cosine Similarity Classifier (CSC), the SURE head.
 
-Formula (spec section 2.2; SURE: Li et al., "SURE: SUrvey REcipes for building reliable and
-robust deep networks", CVPR 2024, ``model/classifier.py``; SSB-OSR ``model/classifier.py``)::
+Formula (docs/method.md#cosine-classifier; SURE: Li et al., "SURE: SUrvey REcipes for
+building reliable and robust deep networks", CVPR 2024, ``model/classifier.py``; SSB-OSR
+``model/classifier.py``)::
 
     h_hat = h / max(||h||_2, 1e-12)
     w_hat_c = w_c / max(||w_c||_2, 1e-12)

@@ -1,8 +1,8 @@
 """Correctness Ranking Loss (CRL).
 
 Moon et al., "Confidence-Aware Learning for Deep Neural Networks", ICML 2020; as used in SURE
-(``train.py:26-88``) and SSB-OSR (``train.py:29-91``); spec section 3.3. Off in SURE-OOD
-(weight 0), kept as an ablation.
+(``train.py:26-88``) and SSB-OSR (``train.py:29-91``); docs/method.md#training-objective.
+Off in SURE-OOD (weight 0), kept as an ablation.
 
 Per training sample k a counter c_k counts how often its clean top-1 prediction was correct
 (updated after every optimizer step from the pre-step clean logits, accumulated over epochs).

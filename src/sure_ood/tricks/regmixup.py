@@ -1,7 +1,8 @@
 """RegMixup: mixup used as a regulariser on top of the clean cross-entropy.
 
-Formula (spec section 3.2; Pinto et al., "RegMixup: Mixup as a Regularizer Can Surprisingly
-Improve Accuracy and Out Distribution Robustness", NeurIPS 2022; SURE ``train.py:7-24``)::
+Formula (docs/method.md#training-objective; Pinto et al., "RegMixup: Mixup as a Regularizer
+Can Surprisingly Improve Accuracy and Out Distribution Robustness", NeurIPS 2022; SURE
+``train.py:7-24``)::
 
     lam ~ Beta(beta, beta)            one draw per loss evaluation
     perm = randperm(B)                one permutation per batch

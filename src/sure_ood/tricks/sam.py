@@ -2,7 +2,7 @@
 
 Foret et al., "Sharpness-Aware Minimization for Efficiently Improving Generalization",
 ICLR 2021; adaptive variant (ASAM): Kwon et al., ICML 2021. Semantics of the davda54/sam
-implementation used by SURE and SSB-OSR (``utils/sam.py``; spec section 4.1)::
+implementation used by SURE and SSB-OSR (``utils/sam.py``; docs/method.md#sam)::
 
     g     = grad L(w)                                   (pass 1, done by the caller)
     T_w   = |w| if adaptive else 1                      (elementwise)

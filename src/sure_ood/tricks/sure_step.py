@@ -1,7 +1,7 @@
 """One SURE training iteration: RegMixup + CRL loss, optimised by SAM (or any optimizer).
 
-Spec sections 3.4 and 4.1 (SURE ``train.py:91-165``; SSB-OSR ``train.py:94-165``). The loss
-of one evaluation is::
+docs/method.md#training-objective and #sam (SURE ``train.py:91-165``; SSB-OSR
+``train.py:94-165``). The loss of one evaluation is::
 
     L = CE(f(x), y) + eta * [lam CE(f(x_mix), y) + (1 - lam) CE(f(x_mix), y[perm])]
         + lambda_crl * L_CRL(f(x))

@@ -1,7 +1,8 @@
 """Stochastic Weight Averaging helpers (thin wrappers around ``torch.optim.swa_utils``).
 
 Izmailov et al., "Averaging Weights Leads to Wider Optima and Better Generalization", UAI 2018;
-SURE / SSB-OSR ``utils/optim.py``, ``main.py:101-138``; spec sections 4.2-4.3.
+SURE / SSB-OSR ``utils/optim.py``, ``main.py:101-138``; docs/method.md#learning-rate-schedule,
+#swa.
 
 * ``AveragedModel``: equal-weight running mean of the parameters (buffers are not averaged,
   torch's default), updated once per epoch: ``w_SWA(n) = (1/n) sum_{k<=n} w_k``.
