@@ -173,7 +173,9 @@ def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, 
         ("scores/msp.py", "msp", True),
         ("scores/msp.py", "energy", False),  # another method's module
         ("scores/__init__.py", "energy", False),  # the list of built-in methods
-        ("scores/base.py", "energy", True),  # shared helpers
+        ("scores/numeric.py", "energy", True),  # shared helpers it imports
+        ("scores/scorer.py", "energy", True),  # the Scorer class and the registry
+        ("scores/geometry.py", "energy", False),  # head geometry: energy reads logits only
         ("scores/odin.py", "rw_odin", True),  # imported by rw_odin
         ("stages/score.py", "energy", True),  # the stage itself
     ],

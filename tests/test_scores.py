@@ -140,7 +140,7 @@ def test_temperature_scaling_no_warning_inside(train, caplog):
 
 def test_temperature_scaling(train, test):
     fixed = scores.get("temperature_scaling", temperature=3.0, fit_temperature=False)
-    assert not fixed.fitted  # nothing to fit
+    assert not fixed.requires_fit  # nothing to fit
     np.testing.assert_allclose(fixed.score(test), softmax_rows(test.logits, 3.0).max(1))
 
     ts = scores.get("temperature_scaling").fit(val=train)  # fitted on the validation split
@@ -528,7 +528,7 @@ def test_every_method_generic(name, head):
         "knn": {"k": 5},  # 20 training images per class
     }.get(name, {})
     scorer = scores.get(name, **params)
-    if scorer.fitted:
+    if scorer.requires_fit:
         with pytest.raises(RuntimeError, match="fitted"):
             scorer.score(te_id)
     scorer.fit(tr, val=tr)  # "val" methods fit on the validation cache
