@@ -159,6 +159,12 @@ def _append(rel: str, text: str):
         ("scores/msp.py", "score", True),  # registered by the scores package
         ("stages/train.py", "evaluate", False),  # not run by evaluate
         ("stages/histogram.py", "score", False),
+        # the odin stage imports ODIN's module, not the registry: only ODIN's code counts
+        ("scores/odin.py", "odin", True),
+        ("stages/odin.py", "odin", True),
+        ("scores/scorer.py", "odin", True),  # the Scorer class scores/odin.py imports
+        ("scores/msp.py", "odin", False),  # another method
+        ("scores/__init__.py", "odin", False),  # the list of built-in methods
     ],
 )
 def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, stage, changes):
@@ -177,6 +183,9 @@ def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, 
         ("scores/scorer.py", "energy", True),  # the Scorer class and the registry
         ("scores/geometry.py", "energy", False),  # head geometry: energy reads logits only
         ("scores/odin.py", "rw_odin", True),  # imported by rw_odin
+        ("scores/odin.py", "odin", True),
+        ("scores/odin.py", "energy", False),
+        ("stages/odin.py", "odin", False),  # the odin rule's code: its outputs rerun this job
         ("stages/score.py", "energy", True),  # the stage itself
     ],
 )
@@ -186,6 +195,33 @@ def test_method_code_version_follows_only_its_method(package_copy, edited, metho
     new = package_copy("new", _append(edited, "\nEDITED = 1\n"))
     module = f"sure_ood.scores.{method}"
     assert (method_code_version(module, base) != method_code_version(module, new)) is changes
+
+
+def test_adding_a_method_changes_no_existing_code_version(package_copy):
+    """A new built-in method (its module and its line in the scores package) reruns nothing
+    that exists: no stage's version but the registry-wide ``score`` one, no method's version."""
+
+    def add_method(pkg: Path) -> None:
+        (pkg / "scores/new_method.py").write_text(
+            "from sure_ood.scores.scorer import Scorer, register\n\n\n"
+            "@register\nclass NewMethod(Scorer):\n    name = 'new_method'\n"
+        )
+        init = pkg / "scores/__init__.py"
+        init.write_text(init.read_text().replace("    msp,\n", "    msp,\n    new_method,\n", 1))
+
+    base, new = package_copy("base"), package_copy("new", add_method)
+    assert "new_method" in (new / "sure_ood/scores/__init__.py").read_text()
+    stages = sorted(p.stem for p in (base / "sure_ood/stages").glob("[a-z]*.py"))
+    changed = [s for s in stages if code_version(s, base) != code_version(s, new)]
+    assert changed == ["score"]  # the registry-wide version (no rule uses it), nothing else
+    methods = sorted(p.stem for p in (base / "sure_ood/scores").glob("*.py"))
+    methods = [
+        m for m in methods if "\n@register\n" in (base / f"sure_ood/scores/{m}.py").read_text()
+    ]
+    assert {"msp", "odin", "rw_odin", "energy", "gradnorm_closed"} <= set(methods)
+    for m in methods:
+        module = f"sure_ood.scores.{m}"
+        assert method_code_version(module, base) == method_code_version(module, new), m
 
 
 def test_code_version_ignores_comments_docstrings_and_formatting(package_copy):

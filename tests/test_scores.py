@@ -664,8 +664,12 @@ def test_cli_nan_warning(files, capsys):
         (["--method", "nope"], "unknown method 'nope'"),
         (["--method", "energy", "--param", "tau=2"], "no parameter 'tau'"),
         (["--method", "energy", "--param", "oops"], "expected KEY=VALUE"),
-        (["--method", "knn"], "give --train-features"),
-        (["--method", "rp_msp"], "needs a class prior"),
+        (["--method", "knn"], "method 'knn' is fitted on training features: give --train-features"),
+        (["--method", "rp_msp"], "method 'rp_msp' needs a class prior: give --prior or --train-"),
+        (
+            ["--method", "temperature_scaling"],
+            "method 'temperature_scaling' is fitted on the validation split: give --val-features",
+        ),
         (
             ["--method", "gradnorm_closed", "--param", "features=prenorm_features"],
             "split~id_test.npz: missing key 'prenorm_features'",
