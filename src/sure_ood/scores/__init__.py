@@ -55,6 +55,7 @@ from sure_ood.scores.scorer import (
     available,
     get,
     method_class,
+    needs_of,
     params_of,
     register,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "check_prior",
     "get",
     "method_class",
+    "needs_of",
     "params_of",
     "prior_from_labels",
     "register",

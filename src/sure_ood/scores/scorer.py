@@ -299,6 +299,16 @@ def method_class(name: str) -> type[Scorer]:
     return _lookup(name)
 
 
+def needs_of(method: str, params: dict[str, Any] | None = None) -> frozenset[str]:
+    """What ``method`` reads when configured with ``params``, without building it.
+
+    This decides which inputs a method's score jobs get (the training or validation split,
+    the class prior): :meth:`Scorer.needs_for` of its class. The keywords are those of a
+    config's method entry, so ``needs_of(**sure_ood.config.method_config(config, id))`` works.
+    """
+    return _lookup(method).needs_for(**(params or {}))
+
+
 def _param_names(cls: type[Scorer]) -> list[str]:
     sig = inspect.signature(cls.__init__)
     return [p.name for p in sig.parameters.values() if p.name != "self"]
