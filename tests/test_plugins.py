@@ -238,6 +238,23 @@ def test_a_plugin_setting_the_old_fitted_attribute(monkeypatch):
         scores.register(Contradicts, origin="plugin 'legacy_contradicts' (package old)")
 
 
+def test_the_old_helper_module_still_resolves_with_a_warning():
+    """Plugins were told to import helpers from sure_ood.scores.base: each old name still
+    resolves to the same object, with a DeprecationWarning naming its new module."""
+    import sure_ood.scores.base as old
+    from sure_ood.scores import array_cache, geometry, numeric, scorer
+
+    for name, module in [
+        ("probs", numeric), ("map_rows", numeric), ("check_positive", numeric),
+        ("head_logits", geometry), ("head_space", geometry), ("Scorer", scorer),
+        ("PercentileScorer", scorer), ("register", scorer), ("train_labelled", array_cache),
+    ]:  # fmt: skip
+        with pytest.warns(DeprecationWarning, match=f"import it from {module.__name__}$"):
+            assert getattr(old, name) is getattr(module, name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_helper'"):
+        old.no_such_helper  # noqa: B018
+
+
 # ---- in the workflow: a copy of the session's digits run, dry runs only ---------------------
 @pytest.mark.workflow
 def test_installing_a_plugin_reruns_nothing_and_its_row_only_its_jobs(

@@ -129,6 +129,50 @@ def test_editing_a_stage_code_reruns_that_stage(digits_run, tmp_path):
     assert {o for r, o in jobs if r == "score"} == done
 
 
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("edited", "methods", "odin_jobs"),
+    [
+        ("scores/msp.py", {"msp"}, False),
+        # ODIN's scorer module: the odin rule's jobs and the two methods that read its scores
+        ("scores/odin.py", {"odin", "rw_odin"}, True),
+    ],
+)
+def test_editing_one_method_module_reruns_only_its_jobs(
+    digits_run, tmp_path, edited, methods, odin_jobs
+):
+    """A dry run after editing one scorer module schedules that method's score jobs (and
+    what depends on them), no other method's, and the odin rule only for ODIN's module."""
+    from sure_ood.config import method_config
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src/sure_ood", src / "sure_ood", ignore=shutil.ignore_patterns("*.pyc"))
+    env = snakemake_env()
+    env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    work = _up_to_date_copy(digits_run, tmp_path / "run", env)
+    module = src / "sure_ood" / edited
+    module.write_text(module.read_text() + "\nMETHOD_CODE_EDITED = True\n")
+
+    jobs = _dry_run(work, env)
+    rules = {rule for rule, _ in jobs}
+    assert not rules & UPSTREAM, sorted(rules)
+    assert ("odin" in rules) is odin_jobs, sorted(rules)
+    cfg = yaml.safe_load((work / CONFIG).read_text())
+
+    def method_of(out: str) -> str:
+        method_id = re.search(r"/method~([^/]+)/", out).group(1)
+        return method_config(cfg, method_id)["method"]
+
+    scheduled = {o for r, o in jobs if r == "score"}
+    assert scheduled and {method_of(o) for o in scheduled} == methods, sorted(scheduled)
+    done = {
+        str(p.relative_to(work))
+        for p in (work / "results").rglob("scores/**/scores.parquet")
+        if method_of(str(p)) in methods
+    }
+    assert scheduled == done  # every one of its jobs, none of another method's
+
+
 # ---- code_version on copies of the package (no Snakemake) ----------------------------------
 @pytest.fixture
 def package_copy(tmp_path):

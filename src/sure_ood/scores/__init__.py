@@ -11,7 +11,7 @@ Methods from other packages register through the entry-point group ``sure_ood.sc
 Layout: :mod:`~sure_ood.scores.scorer` (the Scorer class and the registry),
 :mod:`~sure_ood.scores.numeric` (softmax, energy, norms, the prior, parameter checks, row
 chunks), :mod:`~sure_ood.scores.geometry` (linear and cosine heads),
-:mod:`~sure_ood.scores.arrays` (numpy arrays as a cache), then one module per method.
+:mod:`~sure_ood.scores.array_cache` (numpy arrays as a cache), then one module per method.
 
 Importing this package imports numpy/scipy only (sklearn lazily when a method fits, numba when
 a compiled kernel first runs); torch is imported only inside
@@ -46,7 +46,7 @@ from sure_ood.scores import (  # noqa: F401  (each import registers its method)
     temperature_scaling,
     vim,
 )
-from sure_ood.scores.arrays import arrays
+from sure_ood.scores.array_cache import arrays
 from sure_ood.scores.numeric import check_prior, prior_from_labels
 from sure_ood.scores.scorer import (
     FIT_INPUTS,

@@ -3,7 +3,7 @@
 :mod:`sure_ood.scores.scorer` (Scorer, PercentileScorer, the registry),
 :mod:`sure_ood.scores.numeric` (probs, energy, l2_normalize, map_rows, chunks, the prior,
 check_* ...), :mod:`sure_ood.scores.geometry` (head_logits, head_space, shaped_energy ...) and
-:mod:`sure_ood.scores.arrays` (arrays, ArrayCache, train_labelled). Kept only so that plugins
+:mod:`sure_ood.scores.array_cache` (arrays, ArrayCache, train_labelled). Kept only so that plugins
 written against the old layout (docs/adding-a-method.md named this module) keep working: each
 name still resolves, with a DeprecationWarning naming its new module. Nothing in sure-ood
 imports this module.
@@ -15,7 +15,7 @@ import importlib
 import warnings
 from typing import Any
 
-_MOVED_TO = ("scorer", "numeric", "geometry", "arrays")
+_MOVED_TO = ("scorer", "numeric", "geometry", "array_cache")
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.arrays import train_labelled
+from sure_ood.scores.array_cache import train_labelled
 from sure_ood.scores.geometry import head_space
 from sure_ood.scores.numeric import as_f64, chunks, energy
 from sure_ood.scores.scorer import PercentileScorer, register

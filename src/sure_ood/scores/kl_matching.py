@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.arrays import train_labelled
+from sure_ood.scores.array_cache import train_labelled
 from sure_ood.scores.numeric import chunks, probs
 from sure_ood.scores.scorer import Scorer, register
 

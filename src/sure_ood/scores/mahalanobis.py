@@ -17,7 +17,7 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.arrays import train_labelled
+from sure_ood.scores.array_cache import train_labelled
 from sure_ood.scores.numeric import as_f64, chunks
 from sure_ood.scores.scorer import Scorer, register
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.arrays import as_cache
+from sure_ood.scores.array_cache import as_cache
 from sure_ood.scores.numeric import check_prior, check_range, prior_from_labels
 
 # What a method may read: test-cache arrays (logits, features, head), what it is fitted on
