@@ -89,13 +89,12 @@ def _digest(root: Path, starts: list[str], methods: set[str] | None) -> str:
                 held_back = [d for d in deps if d not in keep]
                 deps = keep
             todo += deps
-        registry_used = any(_METHODS_PACKAGE in info[2] for info in seen.values() if info)
-        if methods is None and registry_used and held_back:
-            todo, held_back = held_back, []
-            all_methods = True
-            continue
-        all_methods = methods is None and registry_used
-        break
+        all_methods = methods is None and any(
+            _METHODS_PACKAGE in info[2] for info in seen.values() if info
+        )
+        if not (all_methods and held_back):
+            break
+        todo, held_back = held_back, []  # the registry is used: follow every method too
     h = hashlib.sha256()
     for mod in sorted(m for m, info in seen.items() if info is not None):
         if mod != _METHODS_PACKAGE or all_methods:
@@ -112,8 +111,8 @@ def _is_method_module(root: Path, mod: str) -> bool:
 
 
 def _foreign(mod: str) -> tuple[list[str], bytes, set[str]] | None:
-    """:func:`_module_info` of a module outside the package (a plugin): only its ``sure_ood``
-    imports count, and what they import is not followed further than the package's own."""
+    """:func:`_module_info` of a module outside the package (a plugin): its own digest, and
+    its ``sure_ood`` imports to follow."""
     import importlib.util
 
     spec = importlib.util.find_spec(mod)
