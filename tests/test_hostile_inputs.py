@@ -384,7 +384,7 @@ def test_non_finite_training_rows_never_change_scores_silently(method, key, capl
     warned = f"2 of 60 {split} rows of train.npz have non-finite logits or features" in caplog.text
     assert warned == bool({"train", "val"} & set(needs))
     doc = sys.modules[type(scores.get(method)).__module__].__doc__
-    if scores.get(method).fitted or "train" in needs:
+    if scores.get(method).requires_fit or "train" in needs:
         assert f"{split} rows" in doc.lower(), f"{method}: policy not documented"
 
 

@@ -187,6 +187,74 @@ def test_two_methods_with_one_name(tmp_path):
     )
 
 
+def test_a_plugin_setting_the_old_fitted_attribute(monkeypatch):
+    """Plugins written when a class set ``fitted = True``: it still works where it agrees with
+    the needs (a DeprecationWarning names the plugin) and is an error naming it where not."""
+    from sure_ood import scores
+    from sure_ood.io import InputError
+    from sure_ood.scores import scorer
+
+    monkeypatch.setattr(scorer, "_REGISTRY", dict(scorer._REGISTRY))  # leave the real one
+
+    class Legacy(scores.Scorer):
+        name = "legacy_centroid"
+        needs = frozenset({"features", "train"})
+        fitted = True
+        _state_keys = ("centre",)
+
+        def _fit(self, train, prior):
+            self.centre = np.asarray(train.features, dtype=np.float64).mean(axis=0)
+
+        def _score(self, cache):
+            return -np.linalg.norm(np.asarray(cache.features) - self.centre, axis=1)
+
+    origin = "plugin 'legacy_centroid' (package old-plugin)"
+    with pytest.warns(
+        DeprecationWarning,
+        match=re.escape(f"{origin}: method 'legacy_centroid' sets 'fitted', which is deprecated"),
+    ):
+        scores.register(Legacy, origin=origin)
+    method = scores.get("legacy_centroid")
+    assert method.requires_fit and not method.is_fitted
+    rng = np.random.default_rng(1)
+    train, test = rng.normal(size=(20, 3)), rng.normal(size=(5, 3))
+    with pytest.raises(RuntimeError, match="must be fitted"):
+        method.score(features=test)
+    method.fit(scores.arrays(features=train, labels=np.arange(20) % 2))
+    np.testing.assert_allclose(
+        method.score(features=test), -np.linalg.norm(test - train.mean(axis=0), axis=1)
+    )
+
+    class Contradicts(scores.Scorer):
+        name = "legacy_contradicts"
+        needs = frozenset({"logits"})
+        fitted = True
+
+    with pytest.raises(
+        InputError,
+        match=r"'legacy_contradicts' sets fitted = True but needs "
+        r"\['logits'\]",
+    ):
+        scores.register(Contradicts, origin="plugin 'legacy_contradicts' (package old)")
+
+
+def test_the_old_helper_module_still_resolves_with_a_warning():
+    """Plugins were told to import helpers from sure_ood.scores.base: each old name still
+    resolves to the same object, with a DeprecationWarning naming its new module."""
+    import sure_ood.scores.base as old
+    from sure_ood.scores import array_cache, geometry, numeric, scorer
+
+    for name, module in [
+        ("probs", numeric), ("map_rows", numeric), ("check_positive", numeric),
+        ("head_logits", geometry), ("head_space", geometry), ("Scorer", scorer),
+        ("PercentileScorer", scorer), ("register", scorer), ("train_labelled", array_cache),
+    ]:  # fmt: skip
+        with pytest.warns(DeprecationWarning, match=f"import it from {module.__name__}$"):
+            assert getattr(old, name) is getattr(module, name)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_helper'"):
+        old.no_such_helper  # noqa: B018
+
+
 # ---- in the workflow: a copy of the session's digits run, dry runs only ---------------------
 @pytest.mark.workflow
 def test_installing_a_plugin_reruns_nothing_and_its_row_only_its_jobs(

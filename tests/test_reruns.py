@@ -129,6 +129,50 @@ def test_editing_a_stage_code_reruns_that_stage(digits_run, tmp_path):
     assert {o for r, o in jobs if r == "score"} == done
 
 
+@pytest.mark.workflow
+@pytest.mark.parametrize(
+    ("edited", "methods", "odin_jobs"),
+    [
+        ("scores/msp.py", {"msp"}, False),
+        # ODIN's scorer module: the odin rule's jobs and the two methods that read its scores
+        ("scores/odin.py", {"odin", "rw_odin"}, True),
+    ],
+)
+def test_editing_one_method_module_reruns_only_its_jobs(
+    digits_run, tmp_path, edited, methods, odin_jobs
+):
+    """A dry run after editing one scorer module schedules that method's score jobs (and
+    what depends on them), no other method's, and the odin rule only for ODIN's module."""
+    from sure_ood.config import method_config
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "src/sure_ood", src / "sure_ood", ignore=shutil.ignore_patterns("*.pyc"))
+    env = snakemake_env()
+    env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    work = _up_to_date_copy(digits_run, tmp_path / "run", env)
+    module = src / "sure_ood" / edited
+    module.write_text(module.read_text() + "\nMETHOD_CODE_EDITED = True\n")
+
+    jobs = _dry_run(work, env)
+    rules = {rule for rule, _ in jobs}
+    assert not rules & UPSTREAM, sorted(rules)
+    assert ("odin" in rules) is odin_jobs, sorted(rules)
+    cfg = yaml.safe_load((work / CONFIG).read_text())
+
+    def method_of(out: str) -> str:
+        method_id = re.search(r"/method~([^/]+)/", out).group(1)
+        return method_config(cfg, method_id)["method"]
+
+    scheduled = {o for r, o in jobs if r == "score"}
+    assert scheduled and {method_of(o) for o in scheduled} == methods, sorted(scheduled)
+    done = {
+        str(p.relative_to(work))
+        for p in (work / "results").rglob("scores/**/scores.parquet")
+        if method_of(str(p)) in methods
+    }
+    assert scheduled == done  # every one of its jobs, none of another method's
+
+
 # ---- code_version on copies of the package (no Snakemake) ----------------------------------
 @pytest.fixture
 def package_copy(tmp_path):
@@ -159,6 +203,12 @@ def _append(rel: str, text: str):
         ("scores/msp.py", "score", True),  # registered by the scores package
         ("stages/train.py", "evaluate", False),  # not run by evaluate
         ("stages/histogram.py", "score", False),
+        # the odin stage imports ODIN's module, not the registry: only ODIN's code counts
+        ("scores/odin.py", "odin", True),
+        ("stages/odin.py", "odin", True),
+        ("scores/scorer.py", "odin", True),  # the Scorer class scores/odin.py imports
+        ("scores/msp.py", "odin", False),  # another method
+        ("scores/__init__.py", "odin", False),  # the list of built-in methods
     ],
 )
 def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, stage, changes):
@@ -173,8 +223,13 @@ def test_code_version_follows_the_modules_a_stage_imports(package_copy, edited, 
         ("scores/msp.py", "msp", True),
         ("scores/msp.py", "energy", False),  # another method's module
         ("scores/__init__.py", "energy", False),  # the list of built-in methods
-        ("scores/base.py", "energy", True),  # shared helpers
+        ("scores/numeric.py", "energy", True),  # shared helpers it imports
+        ("scores/scorer.py", "energy", True),  # the Scorer class and the registry
+        ("scores/geometry.py", "energy", False),  # head geometry: energy reads logits only
         ("scores/odin.py", "rw_odin", True),  # imported by rw_odin
+        ("scores/odin.py", "odin", True),
+        ("scores/odin.py", "energy", False),
+        ("stages/odin.py", "odin", False),  # the odin rule's code: its outputs rerun this job
         ("stages/score.py", "energy", True),  # the stage itself
     ],
 )
@@ -184,6 +239,33 @@ def test_method_code_version_follows_only_its_method(package_copy, edited, metho
     new = package_copy("new", _append(edited, "\nEDITED = 1\n"))
     module = f"sure_ood.scores.{method}"
     assert (method_code_version(module, base) != method_code_version(module, new)) is changes
+
+
+def test_adding_a_method_changes_no_existing_code_version(package_copy):
+    """A new built-in method (its module and its line in the scores package) reruns nothing
+    that exists: no stage's version but the registry-wide ``score`` one, no method's version."""
+
+    def add_method(pkg: Path) -> None:
+        (pkg / "scores/new_method.py").write_text(
+            "from sure_ood.scores.scorer import Scorer, register\n\n\n"
+            "@register\nclass NewMethod(Scorer):\n    name = 'new_method'\n"
+        )
+        init = pkg / "scores/__init__.py"
+        init.write_text(init.read_text().replace("    msp,\n", "    msp,\n    new_method,\n", 1))
+
+    base, new = package_copy("base"), package_copy("new", add_method)
+    assert "new_method" in (new / "sure_ood/scores/__init__.py").read_text()
+    stages = sorted(p.stem for p in (base / "sure_ood/stages").glob("[a-z]*.py"))
+    changed = [s for s in stages if code_version(s, base) != code_version(s, new)]
+    assert changed == ["score"]  # the registry-wide version (no rule uses it), nothing else
+    methods = sorted(p.stem for p in (base / "sure_ood/scores").glob("*.py"))
+    methods = [
+        m for m in methods if "\n@register\n" in (base / f"sure_ood/scores/{m}.py").read_text()
+    ]
+    assert {"msp", "odin", "rw_odin", "energy", "gradnorm_closed"} <= set(methods)
+    for m in methods:
+        module = f"sure_ood.scores.{m}"
+        assert method_code_version(module, base) == method_code_version(module, new), m
 
 
 def test_code_version_ignores_comments_docstrings_and_formatting(package_copy):

@@ -140,7 +140,7 @@ def test_temperature_scaling_no_warning_inside(train, caplog):
 
 def test_temperature_scaling(train, test):
     fixed = scores.get("temperature_scaling", temperature=3.0, fit_temperature=False)
-    assert not fixed.fitted  # nothing to fit
+    assert not fixed.requires_fit  # nothing to fit
     np.testing.assert_allclose(fixed.score(test), softmax_rows(test.logits, 3.0).max(1))
 
     ts = scores.get("temperature_scaling").fit(val=train)  # fitted on the validation split
@@ -176,6 +176,50 @@ def test_gradnorm_closed_forms(train, test):
     np.testing.assert_allclose(fitted("rp_gradnorm", train).score(test), ref, rtol=1e-12)
     closed_prior = fitted("gradnorm_closed", train, target="prior")
     np.testing.assert_allclose(closed_prior.score(test), ref * D * C, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "want"),
+    [
+        ("msp", {}, {"logits"}),
+        ("knn", {"k": 3}, {"features", "train"}),
+        ("gradnorm_closed", {}, {"logits", "features"}),
+        ("gradnorm_closed", {"target": "prior"}, {"logits", "features", "prior"}),
+        ("temperature_scaling", {}, {"logits", "val"}),
+        ("temperature_scaling", {"fit_temperature": False}, {"logits"}),
+        ("odin", {}, {"network"}),
+    ],
+)
+def test_needs_follow_the_parameters(method, params, want):
+    """What a method reads is a function of its parameters: the workflow asks needs_of (the
+    class's needs_for) with the configured ones and gets what the built method reads."""
+    assert scores.needs_of(method, params) == want
+    assert scores.method_class(method).needs_for(**params) == want
+    scorer = scores.get(method, **params)
+    assert scorer.needs == want
+    # fitted exactly when it reads a split or the prior; ``is_fitted`` is "has been fitted"
+    assert scorer.requires_fit is bool(want & {"train", "val", "prior"})
+    assert not scorer.is_fitted
+
+
+def test_every_method_needs_at_its_defaults():
+    for name in scores.available():
+        cls = scores.method_class(name)
+        assert scores.get(name).needs == cls.needs_for() == cls.needs == scores.needs_of(name)
+
+
+def test_requires_fit_follows_target_prior(train, test):
+    """gradnorm_closed with the prior as target must be fitted (it takes the prior) first."""
+    with pytest.raises(RuntimeError, match="'gradnorm_closed' must be fitted"):
+        scores.get("gradnorm_closed", target="prior").score(test)
+    scores.get("gradnorm_closed").score(test)  # uniform target: nothing to fit
+
+
+def test_fitted_is_a_deprecated_name_of_requires_fit():
+    with pytest.warns(DeprecationWarning, match="use requires_fit"):
+        assert scores.get("knn").fitted is True
+    with pytest.warns(DeprecationWarning, match="use requires_fit"):
+        assert scores.get("msp").fitted is False
 
 
 def test_prior_methods(train, test):
@@ -528,7 +572,7 @@ def test_every_method_generic(name, head):
         "knn": {"k": 5},  # 20 training images per class
     }.get(name, {})
     scorer = scores.get(name, **params)
-    if scorer.fitted:
+    if scorer.requires_fit:
         with pytest.raises(RuntimeError, match="fitted"):
             scorer.score(te_id)
     scorer.fit(tr, val=tr)  # "val" methods fit on the validation cache
@@ -664,8 +708,12 @@ def test_cli_nan_warning(files, capsys):
         (["--method", "nope"], "unknown method 'nope'"),
         (["--method", "energy", "--param", "tau=2"], "no parameter 'tau'"),
         (["--method", "energy", "--param", "oops"], "expected KEY=VALUE"),
-        (["--method", "knn"], "give --train-features"),
-        (["--method", "rp_msp"], "needs a class prior"),
+        (["--method", "knn"], "method 'knn' is fitted on training features: give --train-features"),
+        (["--method", "rp_msp"], "method 'rp_msp' needs a class prior: give --prior or --train-"),
+        (
+            ["--method", "temperature_scaling"],
+            "method 'temperature_scaling' is fitted on the validation split: give --val-features",
+        ),
         (
             ["--method", "gradnorm_closed", "--param", "features=prenorm_features"],
             "split~id_test.npz: missing key 'prenorm_features'",

@@ -8,6 +8,11 @@
 Methods from other packages register through the entry-point group ``sure_ood.scores``
 (:mod:`sure_ood.scores.plugins`, docs/adding-a-method.md).
 
+Layout: :mod:`~sure_ood.scores.scorer` (the Scorer class and the registry),
+:mod:`~sure_ood.scores.numeric` (softmax, energy, norms, the prior, parameter checks, row
+chunks), :mod:`~sure_ood.scores.geometry` (linear and cosine heads),
+:mod:`~sure_ood.scores.array_cache` (numpy arrays as a cache), then one module per method.
+
 Importing this package imports numpy/scipy only (sklearn lazily when a method fits, numba when
 a compiled kernel first runs); torch is imported only inside
 :func:`sure_ood.scores.odin.odin_scores`.
@@ -41,20 +46,22 @@ from sure_ood.scores import (  # noqa: F401  (each import registers its method)
     temperature_scaling,
     vim,
 )
-from sure_ood.scores.base import (
+from sure_ood.scores.array_cache import arrays
+from sure_ood.scores.numeric import check_prior, prior_from_labels
+from sure_ood.scores.scorer import (
+    FIT_INPUTS,
     NEEDS,
     Scorer,
-    arrays,
     available,
-    check_prior,
     get,
     method_class,
+    needs_of,
     params_of,
-    prior_from_labels,
     register,
 )
 
 __all__ = [
+    "FIT_INPUTS",
     "NEEDS",
     "Scorer",
     "arrays",
@@ -62,6 +69,7 @@ __all__ = [
     "check_prior",
     "get",
     "method_class",
+    "needs_of",
     "params_of",
     "prior_from_labels",
     "register",

@@ -19,13 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    PercentileScorer,
-    as_f64,
-    check_choice,
-    register,
-    shaped_energy,
-)
+from sure_ood.scores.geometry import shaped_energy
+from sure_ood.scores.numeric import as_f64, check_choice
+from sure_ood.scores.scorer import PercentileScorer, register
 
 VARIANTS = ("s", "b", "p")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sure_ood.scores.base import method_class, params_of
+from sure_ood.scores.scorer import method_class, params_of
 
 # What a method fits on, from its ``needs``.
 FITS_ON = {

@@ -17,15 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    PercentileScorer,
-    as_f64,
-    chunks,
-    energy,
-    head_space,
-    register,
-    train_labelled,
-)
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.geometry import head_space
+from sure_ood.scores.numeric import as_f64, chunks, energy
+from sure_ood.scores.scorer import PercentileScorer, register
 
 
 @register
@@ -41,7 +36,6 @@ class DICE(PercentileScorer):
         "the same on the normalised weights and feature, z = tau (W_hat * M) h_hat after the "
         "eval-time clip (our extension)."
     )
-    fitted = True
     _state_keys = ("mask",)
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:

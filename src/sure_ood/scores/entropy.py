@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, log_probs, map_rows, register
+from sure_ood.scores.numeric import log_probs, map_rows
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register

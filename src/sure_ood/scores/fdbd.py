@@ -18,14 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    Scorer,
-    as_f64,
-    chunks,
-    head_space,
-    register,
-    train_labelled,
-)
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.geometry import head_space
+from sure_ood.scores.numeric import as_f64, chunks
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -42,7 +38,6 @@ class FDBD(Scorer):
         "boundaries of the cosine logits on the unit sphere, with the normalised weights and "
         "feature (our extension)."
     )
-    fitted = True
     _state_keys = ("train_mean",)
 
     def __init__(self) -> None:

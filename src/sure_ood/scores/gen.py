@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, check_positive, chunks, probs, register
+from sure_ood.scores.numeric import check_positive, chunks, probs
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register

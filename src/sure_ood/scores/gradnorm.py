@@ -30,16 +30,9 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.base import (
-    Scorer,
-    as_f64,
-    check_choice,
-    check_positive,
-    head_logits,
-    register,
-    row_l1,
-    softmax_l1,
-)
+from sure_ood.scores.geometry import head_logits
+from sure_ood.scores.numeric import as_f64, check_choice, check_positive, row_l1, softmax_l1
+from sure_ood.scores.scorer import Scorer, register
 
 
 def cosine_head_gradnorm(

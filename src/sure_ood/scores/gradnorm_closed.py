@@ -13,18 +13,14 @@ in them change nothing and all rows are kept.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    Scorer,
-    check_choice,
-    check_positive,
-    feature_matrix,
-    register,
-    row_l1,
-    softmax_l1,
-)
+from sure_ood.scores.geometry import feature_matrix
+from sure_ood.scores.numeric import check_choice, check_positive, row_l1, softmax_l1
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -53,9 +49,12 @@ class GradNormClosed(Scorer):
         self.temperature = float(temperature)
         self.target = target
         self.features = features
-        self.fitted = target == "prior"
-        if self.fitted:
-            self.needs = frozenset({"logits", "features", "prior"})
+        self.needs = self.needs_for(**self.params)
+
+    @classmethod
+    def needs_for(cls, target: str = "uniform", **params: Any) -> frozenset[str]:
+        """``target: prior`` reads the class prior too (and so is fitted: it takes the prior)."""
+        return cls.needs | {"prior"} if target == "prior" else cls.needs
 
     def required_keys(self) -> tuple[str, ...]:
         return ("prenorm_features",) if self.features == "prenorm_features" else ()
@@ -65,7 +64,7 @@ class GradNormClosed(Scorer):
 
     def _score(self, cache: FeatureCache) -> np.ndarray:
         h = feature_matrix(cache, self.features)
-        q = self.prior if self.fitted else 1.0 / cache.num_classes
+        q = self.prior if self.target == "prior" else 1.0 / cache.num_classes
         t = self.temperature
 
         return softmax_l1(cache.logits, q, t) * row_l1(h) / t

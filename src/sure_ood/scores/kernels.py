@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from sure_ood.scores.base import chunks, workers
+from sure_ood.scores.numeric import chunks, workers
 
 
 def _load():

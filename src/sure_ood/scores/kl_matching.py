@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, chunks, probs, register, train_labelled
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.numeric import chunks, probs
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -26,7 +28,6 @@ class KLMatching(Scorer):
     )
     paper = "Hendrycks et al., ICML 2022"
     reference = "OpenOOD `klm` (fits on ID validation data; we fit on training features)"
-    fitted = True
     _state_keys = ("templates",)
 
     def __init__(self) -> None:

@@ -21,16 +21,9 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.base import (
-    Scorer,
-    check_choice,
-    check_positive,
-    chunks,
-    l2_normalize,
-    register,
-    train_labelled,
-    workers,
-)
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.numeric import check_choice, check_positive, chunks, l2_normalize, workers
+from sure_ood.scores.scorer import Scorer, register
 
 BLOCK_ELEMENTS = 1 << 22  # elements of one block's similarity matrix (16 MB in float32)
 
@@ -45,7 +38,6 @@ class KNN(Scorer):
     )
     paper = "Sun et al., ICML 2022"
     reference = "https://github.com/deeplearning-wisc/knn-ood; OpenOOD `knn`"
-    fitted = True
     _state_keys = ("bank",)
 
     def __init__(self, k: int = 50, precision: str = "float32") -> None:

@@ -17,7 +17,9 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.base import Scorer, as_f64, chunks, register, train_labelled
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.numeric import as_f64, chunks
+from sure_ood.scores.scorer import Scorer, register
 
 
 def class_means(h: np.ndarray, y: np.ndarray, num_classes: int, source: str) -> np.ndarray:
@@ -55,7 +57,6 @@ class Mahalanobis(Scorer):
     description = "minus the Mahalanobis distance to the closest class mean (shared covariance)"
     paper = "Lee et al., NeurIPS 2018"
     reference = "https://github.com/pokaxpoka/deep_Mahalanobis_detector; OpenOOD `mds`"
-    fitted = True
     per_class_fit = True
     _state_keys = ("means", "precision")
 

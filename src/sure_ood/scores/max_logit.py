@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, as_f64, register
+from sure_ood.scores.numeric import as_f64
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, map_rows, probs, register
+from sure_ood.scores.numeric import map_rows, probs
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register

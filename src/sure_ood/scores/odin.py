@@ -20,7 +20,7 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.base import Scorer, register
+from sure_ood.scores.scorer import Scorer, register
 
 ODIN_KEY = "odin_score"
 

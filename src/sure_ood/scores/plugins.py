@@ -43,7 +43,7 @@ def load() -> None:
 def _load() -> None:
     from importlib.metadata import entry_points
 
-    from sure_ood.scores.base import Scorer, register
+    from sure_ood.scores.scorer import Scorer, register
 
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         package = ep.dist.name if ep.dist is not None else "an unknown package"

@@ -14,13 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    PercentileScorer,
-    as_f64,
-    register,
-    shaped_energy,
-    train_labelled,
-)
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.geometry import shaped_energy
+from sure_ood.scores.numeric import as_f64
+from sure_ood.scores.scorer import PercentileScorer, register
 
 
 @register
@@ -34,7 +31,6 @@ class ReAct(PercentileScorer):
         "the clipped feature goes through the cosine head (after its own eval-time clip) (our "
         "extension)."
     )
-    fitted = True
     _state_keys = ("threshold",)
 
     def _fit(self, train: FeatureCache | None, prior: np.ndarray | None) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import as_f64, chunks, register, train_labelled
+from sure_ood.scores.array_cache import train_labelled
 from sure_ood.scores.mahalanobis import Mahalanobis, min_class_distance, shared_precision
+from sure_ood.scores.numeric import as_f64, chunks
+from sure_ood.scores.scorer import register
 
 
 @register

@@ -14,14 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    Scorer,
-    check_choice,
-    feature_matrix,
-    register,
-    row_l1,
-    softmax_l1,
-)
+from sure_ood.scores.geometry import feature_matrix
+from sure_ood.scores.numeric import check_choice, row_l1, softmax_l1
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -40,7 +35,6 @@ class RPGradNorm(Scorer):
     cosine_head = (
         "the raw (unclipped) feature with the softmax of the cosine logits, as SSB-OSR computes it."
     )
-    fitted = True
     _state_keys = ("prior",)
 
     def __init__(self, features: str = "features") -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, map_rows, probs, register
+from sure_ood.scores.numeric import map_rows, probs
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -23,7 +24,6 @@ class RPMSP(Scorer):
     description = "RP+MSP: largest softmax probability minus the class prior"
     paper = "Jiang et al., ICML 2023"
     reference = "https://github.com/tmlr-group/class_prior"
-    fitted = True
     _state_keys = ("prior",)
 
     def __init__(self) -> None:

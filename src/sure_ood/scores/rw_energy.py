@@ -13,15 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    Scorer,
+from sure_ood.scores.numeric import (
     check_positive,
     energy,
     map_rows,
-    register,
     reweight_factor,
     warn_negative_base,
 )
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -31,7 +30,6 @@ class RWEnergy(Scorer):
     description = "RW+Energy: energy times (1 - cos(softmax, class prior))"
     paper = "Jiang et al., ICML 2023"
     reference = "https://github.com/tmlr-group/class_prior"
-    fitted = True
     _state_keys = ("prior",)
 
     def __init__(self, temperature: float = 1.0) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import Scorer, map_rows, register, reweight_factor, warn_negative_base
+from sure_ood.scores.numeric import map_rows, reweight_factor, warn_negative_base
 from sure_ood.scores.odin import ODIN_KEY, read_odin_scores
+from sure_ood.scores.scorer import Scorer, register
 
 
 @register
@@ -24,7 +25,6 @@ class RWODIN(Scorer):
     description = "RW+ODIN: ODIN times (1 - cos(clean softmax, class prior))"
     paper = "Jiang et al., ICML 2023"
     reference = "https://github.com/tmlr-group/class_prior"
-    fitted = True
     _state_keys = ("prior",)
 
     def __init__(self) -> None:

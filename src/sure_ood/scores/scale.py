@@ -12,12 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    PercentileScorer,
-    as_f64,
-    register,
-    shaped_energy,
-)
+from sure_ood.scores.geometry import shaped_energy
+from sure_ood.scores.numeric import as_f64
+from sure_ood.scores.scorer import PercentileScorer, register
 
 
 def scale_features(h: np.ndarray, percentile: float) -> np.ndarray:

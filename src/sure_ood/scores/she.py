@@ -19,7 +19,9 @@ import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.base import Scorer, as_f64, chunks, register, train_labelled
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.numeric import as_f64, chunks
+from sure_ood.scores.scorer import Scorer, register
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,6 @@ class SHE(Scorer):
     )
     paper = "Zhang et al., ICLR 2023"
     reference = "OpenOOD `she` (inner product)"
-    fitted = True
     per_class_fit = True
     _state_keys = ("patterns",)
 

@@ -14,12 +14,14 @@ with a warning that counts them (T is fitted on the finite rows).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
 from sure_ood.cache import FeatureCache
 from sure_ood.io import InputError
-from sure_ood.scores.base import Scorer, check_positive, log_probs, map_rows, probs, register
+from sure_ood.scores.numeric import check_positive, log_probs, map_rows, probs
+from sure_ood.scores.scorer import Scorer, register
 
 log = logging.getLogger(__name__)
 BOUNDS = (1e-2, 1e3)  # the temperature search interval
@@ -32,7 +34,6 @@ class TemperatureScaling(Scorer):
     description = "MSP at a temperature fitted by NLL on the held-out validation split"
     paper = "Guo et al., ICML 2017"
     reference = "https://github.com/gpleiss/temperature_scaling; OpenOOD `temp_scaling`"
-    fitted = True
     _state_keys = ("fitted_temperature",)
 
     def __init__(self, temperature: float = 1.0, fit_temperature: bool = True) -> None:
@@ -40,9 +41,13 @@ class TemperatureScaling(Scorer):
         check_positive(self.name, "temperature", temperature)
         self.temperature = float(temperature)
         self.fit_temperature = bool(fit_temperature)
-        self.fitted = self.fit_temperature
-        self.needs = frozenset({"logits", "val"} if self.fitted else {"logits"})
+        self.needs = self.needs_for(**self.params)
         self.fitted_temperature = self.temperature
+
+    @classmethod
+    def needs_for(cls, fit_temperature: bool = True, **params: Any) -> frozenset[str]:
+        """Fitting the temperature reads the validation split; a fixed one reads logits only."""
+        return cls.needs if fit_temperature else cls.needs - {"val"}
 
     def _fit(self, val: FeatureCache | None, prior: np.ndarray | None) -> None:
         keep = val.labels >= 0

@@ -19,15 +19,9 @@ import logging
 import numpy as np
 
 from sure_ood.cache import FeatureCache
-from sure_ood.scores.base import (
-    Scorer,
-    as_f64,
-    check_positive,
-    chunks,
-    energy,
-    register,
-    train_labelled,
-)
+from sure_ood.scores.array_cache import train_labelled
+from sure_ood.scores.numeric import as_f64, check_positive, chunks, energy
+from sure_ood.scores.scorer import Scorer, register
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +42,6 @@ class ViM(Scorer):
     paper = "Wang et al., CVPR 2022"
     reference = "https://github.com/haoqiwang/vim; OpenOOD `vim`"
     cosine_head = "no bias, so the origin is 0 (o = -pinv(W) b needs a linear head with bias)."
-    fitted = True
     _state_keys = ("origin", "residual_basis", "alpha")
 
     def __init__(self, dim: int = 256) -> None:

@@ -28,6 +28,9 @@ from sure_ood.io import InputError, atomic_path, error_line, save_npz
 
 log = logging.getLogger(__name__)
 
+# How this command names each input of Scorer.fit, for its errors ("give --train-features").
+FLAGS = {"train": "--train-features", "val": "--val-features", "prior": "--prior"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -132,27 +135,17 @@ def score_files(
     check_split_names(feature_paths, split_name)
     needed = scorer.required_keys()
 
-    train = None
-    if train_path is not None and scorer.fitted:
-        train = load_cache(train_path)
-    if scorer.fitted and "train" in scorer.needs and train is None:
-        raise InputError(f"method {method!r} is fitted on training features: give --train-features")
+    # Scorer.fit is the one door: it checks what the method is fitted on and takes the prior
+    # from the training labels when no --prior is given; here only the files are read.
+    train = load_cache(train_path) if train_path is not None and scorer.requires_fit else None
     val = None
-    if scorer.fitted and "val" in scorer.needs:
-        if val_path is None:
-            raise InputError(
-                f"method {method!r} is fitted on the validation split: give --val-features"
-            )
+    if val_path is not None and "val" in scorer.needs:
         val = load_cache(val_path)
-    if scorer.fitted and "prior" in scorer.needs and train is None and prior_path is None:
-        raise InputError(f"method {method!r} needs a class prior: give --prior or --train-features")
     prior = None
     if prior_path is not None and "prior" in scorer.needs:
         prior = load_prior(prior_path, train.num_classes if train is not None else None)
-    if train is not None and "prior" in scorer.needs and prior is None:
-        prior = scores.prior_from_labels(train.labels, train.num_classes, str(train_path))
-    scorer.fit(train, prior, val=val)
-    fitted_classes = scorer.num_classes if scorer.fitted else None
+    scorer.fit(train, prior, val=val, names=FLAGS)
+    fitted_classes = scorer.num_classes
     fitted_from = val_path if val is not None else train_path if train is not None else prior_path
 
     frames = []
