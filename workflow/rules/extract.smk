@@ -10,6 +10,7 @@ if not EXTRACT_PER_SPLIT:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=data_input("manifest.parquet"),
+            job=ancient(get_extract_job),
         output:
             [
                 f"{OUT}/features/{{test_model}}/view~{{view}}/split~{split}.npz"
@@ -19,8 +20,6 @@ if not EXTRACT_PER_SPLIT:
             f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/extract.log",
         benchmark:
             f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/extract.tsv"
-        conda:
-            "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
             mem_mb=grow("extract", "mem_mb", 4000),
@@ -31,14 +30,10 @@ if not EXTRACT_PER_SPLIT:
             benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
             splits=" ".join(TEST_SPLITS),
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
+            "sure-ood extract --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
             "--data-dir {params.data_dir:q} --split {params.splits} --view {wildcards.view} "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --out {output:q} > {log:q} 2>&1"
+            "--threads {threads} --out {output:q} > {log:q} 2>&1"
 
     # The training split (for fitted methods: Mahalanobis, KNN, ViM...) or the held-out
     # validation split (temperature scaling) only where a method needs it, always at the
@@ -47,6 +42,7 @@ if not EXTRACT_PER_SPLIT:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=data_input("manifest.parquet"),
+            job=ancient(get_extract_job),
         output:
             f"{OUT}/features/{{test_model}}/view~center/split~{{fit_split}}.npz",
         log:
@@ -55,8 +51,6 @@ if not EXTRACT_PER_SPLIT:
             f"results/benchmarks/{BENCH}/features/{{test_model}}/view~center/split~{{fit_split}}.tsv"
         wildcard_constraints:
             fit_split="train|val",
-        conda:
-            "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
             mem_mb=grow("extract", "mem_mb", 4000),
@@ -66,14 +60,10 @@ if not EXTRACT_PER_SPLIT:
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
+            "sure-ood extract --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
             "--data-dir {params.data_dir:q} --split {wildcards.fit_split} --view center "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --out {output:q} > {log:q} 2>&1"
+            "--threads {threads} --out {output:q} > {log:q} 2>&1"
 
 elif EXTRACT_SHARDS == 1:
 
@@ -82,14 +72,13 @@ elif EXTRACT_SHARDS == 1:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=data_input("manifest.parquet"),
+            job=ancient(get_extract_job),
         output:
             f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
         log:
             f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.log",
         benchmark:
             f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.tsv"
-        conda:
-            "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
             mem_mb=grow("extract", "mem_mb", 4000),
@@ -99,14 +88,10 @@ elif EXTRACT_SHARDS == 1:
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
+            "sure-ood extract --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
             "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --out {output:q} > {log:q} 2>&1"
+            "--threads {threads} --out {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -114,6 +99,7 @@ else:
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=data_input("manifest.parquet"),
+            job=ancient(get_extract_job),
         output:
             temp(
                 f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.npz"
@@ -124,8 +110,6 @@ else:
             f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.tsv"
         wildcard_constraints:
             shard="[0-9]+",
-        conda:
-            "../../envs/sure-ood.yaml"
         threads: res("extract", "threads", 1)
         resources:
             mem_mb=grow("extract", "mem_mb", 4000),
@@ -135,15 +119,11 @@ else:
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
             num_shards=EXTRACT_SHARDS,
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
+            "sure-ood extract --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
             "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --shard {wildcards.shard} --num-shards {params.num_shards} "
+            "--threads {threads} --shard {wildcards.shard} --num-shards {params.num_shards} "
             "--out {output:q} > {log:q} 2>&1"
 
     include: "merge_features.smk"
