@@ -459,7 +459,7 @@ def test_out_equal_to_an_input_is_refused_and_the_input_kept(caches, capsys, sta
         rc = _cli("merge_features", "--shards", feats, "--out", feats)
     else:
         rc = _cli("evaluate", "--scores", victim, "--row", "{}", "--table", "t", "--row-id",
-                  "r", "--out", victim)  # fmt: skip
+                  "r", "--n-boot", "0", "--out", victim)  # fmt: skip
     assert rc == 2
     _one_line_error(capsys, "is also an input", str(victim))
     assert victim.read_bytes() == before
@@ -527,7 +527,8 @@ def test_unreadable_score_tables_get_one_line(tmp_path, capsys, make, why):
     bad = tmp_path / "scores.parquet"
     make(bad)
     for argv, out in (
-        (["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r"], "o.json"),
+        (["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r",
+          "--n-boot", "0"], "o.json"),  # fmt: skip
         (["fuse", "--scores", bad], "o.parquet"),
     ):
         assert _cli(*argv, "--out", tmp_path / out) == 2

@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
+import shlex
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, copy_workflow, run_snakemake
 from snakemake.utils import validate
 
 from sure_ood import settings
@@ -163,3 +165,41 @@ def test_job_options_reach_the_stage_as_on_the_command_line(tmp_path):
     by_job = parser.parse_args(settings.expand_jobs(["--job", job], "score"))
     by_hand = parser.parse_args(["--method", "energy", "--param", "temperature=2.0"])
     assert vars(by_job) == vars(by_hand)
+
+
+# Options of a job file with a meaning of their own when left out by hand (not a config default):
+# evaluate without --replicates scores replicates 0, 1, ...; without --config it records no
+# provenance. score's options are all optional (the same parser serves `score --list`).
+OPTIONAL_BY_DESIGN = {("evaluate", "--replicates"), ("evaluate", "--config")}
+
+
+def test_every_setting_the_workflow_passes_is_a_required_option(tmp_path):
+    """Dry-run the digits config, read every job's command and job files, and check that each
+    option a job file gives its stage is required there, with no default of its own (a
+    default would be a second copy of the schema's)."""
+    work = copy_workflow(tmp_path)
+    r = run_snakemake(work, "-n", "-p", "--configfile", "config/digits_osr.yaml")
+    commands = re.findall(r"^Shell command: (.+)$", r.stdout + r.stderr, re.M)
+    assert len(commands) > 50, r.stdout[-2000:]
+    checked: dict[str, set[str]] = {}
+    for command in commands:
+        argv = shlex.split(command.split(" > ")[0])
+        if argv[:1] != ["sure-ood"]:
+            continue  # `None`: a rule without a command (all)
+        stage = argv[1]
+        jobs = [argv[i + 1] for i, a in enumerate(argv) if a == "--job"]
+        for path in jobs:
+            data = json.loads((work / path).read_text())
+            if data["stage"] is None or stage == "score":
+                continue
+            checked.setdefault(stage, set()).update(data["options"])
+    assert set(checked) >= {"train", "extract", "odin", "evaluate", "table", "claims"}, checked
+    for stage, options in checked.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"sure_ood.stages.{stage}").add_arguments(parser)
+        actions = {o: a for a in parser._actions for o in a.option_strings}
+        for opt in sorted(options):
+            action = actions[opt]
+            if action.nargs == 0 or (stage, opt) in OPTIONAL_BY_DESIGN:
+                continue  # a switch (store_true), or optional by design
+            assert action.required and action.default is None, (stage, opt)
