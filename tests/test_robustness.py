@@ -226,6 +226,7 @@ def _extract_args(test_model: Path, data_dir: Path, out: Path) -> list[str]:
         "--threads", "1",
         "--device", "cpu",
         "--batch-size", "256", "--amp", "none", "--workers", "0", "--pin-memory", "auto",
+        "--num-shards", "1",
         "--out", str(out),
     ]  # fmt: skip
 

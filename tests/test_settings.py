@@ -82,9 +82,10 @@ def test_odin_settings_of_a_method_and_their_path_level():
     assert openood == settings.OdinSettings(1000.0, 0.0014, True)
     ref = settings.OdinSettings.from_params({"preset": "reference", "temperature": 10})
     assert ref == settings.OdinSettings(10.0, 0.0, False)
-    for s in (openood, ref):
-        assert settings.OdinSettings.from_slug(s.slug()) == s
-    assert openood.slug() == "t1000_e0.0014_s1"
+    for s in (openood, ref, settings.OdinSettings(1e-07, 0.00140000001, True)):
+        levels = dict(level.split("~") for level in s.levels().split("/"))
+        assert settings.OdinSettings.from_levels(**levels) == s  # exact: no rounding
+    assert openood.levels() == "temperature~1000.0/epsilon~0.0014/std_scaled~true"
 
 
 def test_every_odin_setting_the_workflow_passes_is_required():

@@ -103,14 +103,19 @@ class OdinSettings:
         p = odin_params(params, where)
         return cls(float(p["temperature"]), float(p["epsilon"]), bool(p["std_scaled"]))
 
-    def slug(self) -> str:
-        """The settings as one path level (``t1000_e0.0014_s1``)."""
-        return f"t{self.temperature:g}_e{self.epsilon:g}_s{int(self.std_scaled)}"
+    def levels(self) -> str:
+        """The settings as path levels, one each, exact (a float's shortest repr reads back
+        as the same float): ``temperature~1000.0/epsilon~0.0014/std_scaled~true``."""
+        return (
+            f"temperature~{self.temperature!r}/epsilon~{self.epsilon!r}/"
+            f"std_scaled~{str(self.std_scaled).lower()}"
+        )
 
     @classmethod
-    def from_slug(cls, slug: str) -> OdinSettings:
-        t, e, s = slug.split("_")
-        return cls(float(t[1:]), float(e[1:]), s == "s1")
+    def from_levels(cls, temperature: str, epsilon: str, std_scaled: str) -> OdinSettings:
+        """The settings of an odin output path (its ``temperature``, ``epsilon`` and
+        ``std_scaled`` levels, as in :meth:`levels`)."""
+        return cls(float(temperature), float(epsilon), std_scaled == "true")
 
     def options(self) -> Options:
         return {

@@ -5,7 +5,6 @@ import os
 import shlex
 
 from sure_ood.config import (
-    odin_params,
     all_rows,
     all_test_models,
     check_config,
@@ -45,11 +44,14 @@ wildcard_constraints:
     method="[a-z0-9_]+",
     view="[a-z0-9_]+",
     split="[a-z0-9_]+",
-    odin="t[0-9.e+-]+_e[0-9.e+-]+_s[01]",
+    temperature="[0-9][0-9.e+-]*",
+    epsilon="-?[0-9][0-9.e+-]*",
+    std_scaled="true|false",
     table="[a-z0-9_]+",
     row="[a-z0-9_]+",
     test_model="[a-z0-9_.-]+",
     replicate="[0-9]+",
+    shard="[0-9]+",
 
 
 def as_json(obj):
@@ -110,11 +112,48 @@ def res(rule_name, key, default):
 
 
 # ---- GPU options, multi-GPU launch, sharded extraction ------------------------------------
+# One extraction job per split, or per shard of it with `extract_shards: N` (N > 1): the shard
+# is a path level of the (temporary) extract output, and merge_features concatenates them.
 EXTRACT_SHARDS = SETTINGS.extract_shards
-# One extraction job per split (image folders, or sharded): adding an OOD split runs only its
-# jobs. The built-in array benchmarks keep one job per (test model, view) for every test split:
-# their splits are fixed and each job's start-up (~5 s of torch/timm import) would dominate.
-EXTRACT_PER_SPLIT = EXTRACT_SHARDS > 1 or config["benchmark"]["source"] == "imagefolder"
+SHARD = "/shard~{shard}" if EXTRACT_SHARDS > 1 else ""
+
+
+# The built-in array benchmarks extract every test split of a (test model, view) in one job:
+# their splits are fixed, and one job each would pay the start-up (~5 s of torch/timm import)
+# once per split. Image folders (a new OOD split runs only its own job) and sharded runs get
+# one job per split or shard.
+EXTRACT_GROUPED = EXTRACT_SHARDS == 1 and config["benchmark"]["source"] != "imagefolder"
+FEATURES = f"{OUT}/features/{{test_model}}/view~{{view}}"
+
+
+def extract_shapes():
+    """The extract rules (one body in extract.smk): name -> output, log stem, splits. Grouped,
+    `extract` writes every test split and `extract_train` the fitting splits (train, val) at
+    the centre view; else `extract` writes one split, or one temporary shard of it."""
+    if EXTRACT_GROUPED:
+        group = {
+            "output": [f"{FEATURES}/split~{s}.npz" for s in TEST_SPLITS],
+            "stem": "features/{test_model}/view~{view}/extract",
+            "splits": " ".join(TEST_SPLITS),
+        }
+        fit = {
+            "output": f"{OUT}/features/{{test_model}}/view~{{view,center}}/split~{{split,train|val}}.npz",
+            "stem": "features/{test_model}/view~{view}/split~{split}",
+            "splits": "{split}",
+        }
+        return {"extract": group, "extract_train": fit}
+    path = f"{FEATURES}/split~{{split}}{SHARD}.npz"
+    one = {
+        "output": temp(path) if EXTRACT_SHARDS > 1 else path,
+        "stem": f"features/{{test_model}}/view~{{view}}/split~{{split}}{SHARD}",
+        "splits": "{split}",
+    }
+    return {"extract": one}
+
+
+def get_shard_arg(wildcards):
+    """`--shard i` of a sharded extract job (the count is in its job file)."""
+    return f"--shard {int(wildcards.shard)}" if EXTRACT_SHARDS > 1 else ""
 
 
 # ---- run identity: what the images are, never where they are ------------------------------
@@ -235,8 +274,12 @@ def get_train_job(wildcards):
 
 
 def get_extract_job(wildcards):
-    """Batch size, device and GPU options (one file for every extract job)."""
-    options = {"--batch-size": SETTINGS.extract_batch_size, "--device": SETTINGS.device}
+    """Batch size, device, GPU options and shard count (one file for every extract job)."""
+    options = {
+        "--batch-size": SETTINGS.extract_batch_size,
+        "--device": SETTINGS.device,
+        "--num-shards": EXTRACT_SHARDS,
+    }
     return job("extract", {**options, **SETTINGS.compute.options()})
 
 
@@ -307,19 +350,22 @@ def method_needs(method_id):
 
 
 # ODIN's hyper-parameters belong to the `odin` rule (it runs the network); its scorers have none.
-def odin_slug(params):
-    """The ODIN settings as a path level: methods with the same settings share one job."""
-    return OdinSettings.from_params(params).slug()
+# ODIN's settings are path levels (temperature~/epsilon~/std_scaled~): methods with the same
+# settings share one job.
+ODIN_LEVELS = "temperature~{temperature}/epsilon~{epsilon}/std_scaled~{std_scaled}"
 
 
-def odin_path(test_model, slug, view, split):
-    return f"{OUT}/odin/{test_model}/odin~{slug}/view~{view}/split~{split}.npz"
+def odin_path(test_model, settings, view, split):
+    return f"{OUT}/odin/{test_model}/{settings.levels()}/view~{view}/split~{split}.npz"
 
 
 def get_odin_job(wildcards):
     """ODIN's settings (from the path), the device and config `compute.odin`."""
+    odin = OdinSettings.from_levels(
+        wildcards.temperature, wildcards.epsilon, wildcards.std_scaled
+    )
     options = {
-        **OdinSettings.from_slug(wildcards.odin).options(),
+        **odin.options(),
         "--device": SETTINGS.device,
         **SETTINGS.odin.options(),
     }
@@ -330,8 +376,8 @@ def get_score_inputs(wildcards):
     needs = method_needs(wildcards.method)
     tm, v = wildcards.test_model, wildcards.view
     if "network" in needs:
-        slug = odin_slug(get_method(wildcards)["params"])
-        features = [odin_path(tm, slug, v, s) for s in TEST_SPLITS]
+        odin = OdinSettings.from_params(get_method(wildcards)["params"])
+        features = [odin_path(tm, odin, v, s) for s in TEST_SPLITS]
     else:
         features = [feature_path(tm, v, s) for s in TEST_SPLITS]
     inputs = {"features": features, "prior": data_input("prior.npy")}

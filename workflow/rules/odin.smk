@@ -5,11 +5,11 @@ rule odin:
         manifest=data_input("manifest.parquet"),
         job=ancient(get_odin_job),
     output:
-        f"{OUT}/odin/{{test_model}}/odin~{{odin}}/view~{{view}}/split~{{split}}.npz",
+        f"{OUT}/odin/{{test_model}}/{ODIN_LEVELS}/view~{{view}}/split~{{split}}.npz",
     log:
-        f"results/logs/{BENCH}/odin/{{test_model}}/odin~{{odin}}/view~{{view}}/split~{{split}}.log",
+        f"results/logs/{BENCH}/odin/{{test_model}}/{ODIN_LEVELS}/view~{{view}}/split~{{split}}.log",
     benchmark:
-        f"results/benchmarks/{BENCH}/odin/{{test_model}}/odin~{{odin}}/view~{{view}}/split~{{split}}.tsv"
+        f"results/benchmarks/{BENCH}/odin/{{test_model}}/{ODIN_LEVELS}/view~{{view}}/split~{{split}}.tsv"
     threads: res("odin", "threads", 1)
     resources:
         mem_mb=grow("odin", "mem_mb", 4000),
@@ -19,7 +19,7 @@ rule odin:
         code=code_version("odin"),
         benchmark=get_bench_identity("odin"),
         data_dir=get_data_dir,
-    # the job file: T, epsilon and std scaling (from the path, odin~t<T>_e<eps>_s<0|1>), the
+    # the job file: T, epsilon and std scaling (from the path levels of ODIN_LEVELS), the
     # device, precision, loader workers and batch size (config compute.odin)
     shell:
         "sure-ood odin --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "

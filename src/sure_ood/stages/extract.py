@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
     p.add_argument("--shard", type=int, default=0, help="which shard of the split (0-based)")
-    p.add_argument("--num-shards", type=int, default=1, help="cut the split into N shards")
+    p.add_argument("--num-shards", type=int, required=True, help="cut the split into N shards")
     p.add_argument("--out", required=True, type=Path, nargs="+")
 
 
