@@ -52,6 +52,25 @@ def test_no_rule_restates_a_schema_default():
                 if key in keys:
                     found.append(f"{f.name}:{n}: {line.strip()}")
     assert not found, "defaults restated (the schema holds them):\n" + "\n".join(found)
+    # resources: res(rule, key) / grow(rule, key) read the schema's resources.x-defaults
+    calls = [
+        f"{f.name}: {c}"
+        for f in files
+        for c in re.findall(r"\b(?:res|grow)\([^()]*\)", f.read_text())
+        if c.count(",") != 1
+    ]
+    assert not calls, calls
+
+
+def test_rule_resources_fall_back_to_the_schemas_defaults():
+    defaults = yaml.safe_load(SCHEMA.read_text())["properties"]["resources"]["x-defaults"]
+    config = {"resources": {"default": {"mem_mb": 500}, "extract": {"gpu": 1}}}
+    assert settings.rule_resource(config, defaults, "extract", "gpu") == 1  # the rule's own
+    assert settings.rule_resource(config, defaults, "extract", "mem_mb") == 500  # default's
+    assert settings.rule_resource({}, defaults, "extract", "mem_mb") == 4000  # the schema's
+    assert settings.rule_resource({}, defaults, "score", "threads") == 1  # schema default's
+    with pytest.raises(KeyError, match="verify.mem_mb"):
+        settings.rule_resource({}, defaults, "verify", "mem_mb")
 
 
 def _digits_config() -> dict:

@@ -152,6 +152,17 @@ class Settings:
         )
 
 
+def rule_resource(config: dict, defaults: dict, rule: str, key: str):
+    """A portable resource of a rule: ``resources.<rule>.<key>``, else
+    ``resources.default.<key>``, else ``defaults`` (the schema's ``resources.x-defaults``: the
+    rule's own, else its ``default``)."""
+    r = config.get("resources") or {}
+    for where in (r.get(rule), r.get("default"), defaults.get(rule), defaults["default"]):
+        if where and key in where:
+            return where[key]
+    raise KeyError(f"resources: no default for {rule}.{key} in the schema")
+
+
 # ---- per-job files -------------------------------------------------------------------------
 def options_argv(options: Options) -> list[str]:
     """``{"--model": {...}, "--split": ["a", "b"], "--channels-last": True}`` -> argv: a

@@ -24,8 +24,8 @@ rule claims:
     benchmark:
         f"results/benchmarks/{BENCH}/tables/claims.tsv"
     resources:
-        mem_mb=res("claims", "mem_mb", 1000),
-        runtime=res("claims", "runtime", 10),
+        mem_mb=res("claims", "mem_mb"),
+        runtime=res("claims", "runtime"),
     params:
         code=code_version("claims"),
     shell:

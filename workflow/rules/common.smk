@@ -19,7 +19,8 @@ from sure_ood.config import (
 )
 from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
-from sure_ood.settings import OdinSettings, Settings, job_file
+from sure_ood.config import load_schema
+from sure_ood.settings import OdinSettings, Settings, job_file, rule_resource
 
 check_config(config)
 
@@ -105,10 +106,15 @@ def job(stage, options, name=None):
     return job_file(JOBS, stage, options, name)
 
 
-def res(rule_name, key, default):
-    """A portable resource of a rule from config (resources.<rule>.<key>, then .default)."""
-    r = config.get("resources", {})
-    return r.get(rule_name, {}).get(key, r.get("default", {}).get(key, default))
+RESOURCE_DEFAULTS = load_schema(workflow.source_path("../schemas/config.schema.yaml"))[
+    "properties"
+]["resources"]["x-defaults"]
+
+
+def res(rule_name, key):
+    """A portable resource of a rule (sure_ood.settings.rule_resource: resources.<rule>.<key>,
+    resources.default.<key>, then the schema's defaults)."""
+    return rule_resource(config, RESOURCE_DEFAULTS, rule_name, key)
 
 
 # ---- GPU options, multi-GPU launch, sharded extraction ------------------------------------
@@ -180,10 +186,10 @@ BENCH_JOB = job(None, {"--benchmark": config["benchmark"]}, name="benchmark")
 SPLIT_JOB = job(None, {"--benchmark": split_config()}, name="benchmark")
 
 
-def grow(rule_name, key, default):
+def grow(rule_name, key):
     """A resource that grows with Snakemake's `attempt` (1, 2, ... on retries): a job retried
     after running out of memory or time asks for `attempt` x the configured amount."""
-    base = int(res(rule_name, key, default))
+    base = int(res(rule_name, key))
     return lambda wildcards, attempt: base * attempt
 
 
@@ -195,15 +201,15 @@ def zero_epoch(recipe_id):
 def train_gpus(wildcards):
     """GPUs of a train job: the configured count, but at most one for a zero-epoch run (one
     validation pass, no GPU-days)."""
-    gpus = int(res("train", "gpu", 0))
+    gpus = int(res("train", "gpu"))
     return min(gpus, 1) if zero_epoch(wildcards.recipe) else gpus
 
 
 def train_runtime(wildcards, attempt):
     """Minutes of a train job x `attempt`; a zero-epoch run gets the default rule's runtime."""
     if zero_epoch(wildcards.recipe):
-        return int(res("default", "runtime", 60)) * attempt
-    return int(res("train", "runtime", 120)) * attempt
+        return int(res("default", "runtime")) * attempt
+    return int(res("train", "runtime")) * attempt
 
 
 def train_launcher(wildcards):
@@ -219,7 +225,7 @@ def get_feature_shards(wildcards):
 
 def get_launcher(rule_name):
     """`sure-ood`, or torchrun with one process per GPU when the rule gets more than one."""
-    gpus = int(res(rule_name, "gpu", 0))
+    gpus = int(res(rule_name, "gpu"))
     if gpus > 1:
         # `--`: torchrun's parser must not read the stage's options (--log is ambiguous to it)
         return (

@@ -11,8 +11,8 @@ rule evaluate:
     benchmark:
         f"results/benchmarks/{BENCH}/rows/{{table}}/{{row}}.tsv"
     resources:
-        mem_mb=grow("evaluate", "mem_mb", 2000),
-        runtime=grow("evaluate", "runtime", 15),
+        mem_mb=grow("evaluate", "mem_mb"),
+        runtime=grow("evaluate", "runtime"),
     params:
         code=code_version("evaluate"),
     shell:

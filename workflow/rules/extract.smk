@@ -19,11 +19,11 @@ for extract_name, shape in extract_shapes().items():
             f"results/logs/{BENCH}/{shape['stem']}.log",
         benchmark:
             f"results/benchmarks/{BENCH}/{shape['stem']}.tsv"
-        threads: res("extract", "threads", 1)
+        threads: res("extract", "threads")
         resources:
-            mem_mb=grow("extract", "mem_mb", 4000),
-            runtime=grow("extract", "runtime", 60),
-            gpu=res("extract", "gpu", 0),
+            mem_mb=grow("extract", "mem_mb"),
+            runtime=grow("extract", "runtime"),
+            gpu=res("extract", "gpu"),
         params:
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),

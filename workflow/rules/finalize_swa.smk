@@ -12,8 +12,8 @@ rule finalize_swa:
     benchmark:
         f"results/benchmarks/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/finalize_swa.tsv"
     resources:
-        mem_mb=grow("finalize_swa", "mem_mb", 2000),
-        runtime=grow("finalize_swa", "runtime", 15),
+        mem_mb=grow("finalize_swa", "mem_mb"),
+        runtime=grow("finalize_swa", "runtime"),
     params:
         code=code_version("finalize_swa"),
     shell:

@@ -9,8 +9,8 @@ rule fuse:
     benchmark:
         f"results/benchmarks/{BENCH}/fused/{{table}}/{{row}}/rep~{{replicate}}.tsv"
     resources:
-        mem_mb=grow("fuse", "mem_mb", 2000),
-        runtime=grow("fuse", "runtime", 15),
+        mem_mb=grow("fuse", "mem_mb"),
+        runtime=grow("fuse", "runtime"),
     params:
         code=code_version("fuse"),
         fusion=get_fusion,

@@ -24,8 +24,8 @@ rule histogram:
     benchmark:
         f"results/benchmarks/{BENCH}/figures/{{table}}.tsv"
     resources:
-        mem_mb=grow("histogram", "mem_mb", 1000),
-        runtime=grow("histogram", "runtime", 10),
+        mem_mb=grow("histogram", "mem_mb"),
+        runtime=grow("histogram", "runtime"),
     params:
         code=code_version("histogram"),
     shell:

@@ -9,8 +9,8 @@ rule merge_features:
     benchmark:
         f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.merge.tsv"
     resources:
-        mem_mb=grow("merge_features", "mem_mb", 8000),
-        runtime=grow("merge_features", "runtime", 30),
+        mem_mb=grow("merge_features", "mem_mb"),
+        runtime=grow("merge_features", "runtime"),
     params:
         code=code_version("merge_features"),
     shell:

@@ -10,11 +10,11 @@ rule odin:
         f"results/logs/{BENCH}/odin/{{test_model}}/{ODIN_LEVELS}/view~{{view}}/split~{{split}}.log",
     benchmark:
         f"results/benchmarks/{BENCH}/odin/{{test_model}}/{ODIN_LEVELS}/view~{{view}}/split~{{split}}.tsv"
-    threads: res("odin", "threads", 1)
+    threads: res("odin", "threads")
     resources:
-        mem_mb=grow("odin", "mem_mb", 4000),
-        runtime=grow("odin", "runtime", 60),
-        gpu=res("odin", "gpu", 0),
+        mem_mb=grow("odin", "mem_mb"),
+        runtime=grow("odin", "runtime"),
+        gpu=res("odin", "gpu"),
     params:
         code=code_version("odin"),
         benchmark=get_bench_identity("odin"),

@@ -8,8 +8,8 @@ rule prepare_data:
     benchmark:
         f"results/benchmarks/{BENCH}/prepare_data.tsv"
     resources:
-        mem_mb=grow("prepare_data", "mem_mb", 2000),
-        runtime=grow("prepare_data", "runtime", 30),
+        mem_mb=grow("prepare_data", "mem_mb"),
+        runtime=grow("prepare_data", "runtime"),
     params:
         code=code_version("prepare_data"),
         # location-free: the data's folder is in the command (SPLIT_JOB), not a rerun trigger

@@ -9,8 +9,8 @@ rule score:
     benchmark:
         f"results/benchmarks/{BENCH}/scores/{{test_model}}/method~{{method}}/view~{{view}}.tsv"
     resources:
-        mem_mb=grow("score", "mem_mb", 2000),
-        runtime=grow("score", "runtime", 30),
+        mem_mb=grow("score", "mem_mb"),
+        runtime=grow("score", "runtime"),
     params:
         code=get_score_code,
         # the method's own config subtree: editing it reruns only this method's jobs

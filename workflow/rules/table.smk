@@ -27,8 +27,8 @@ rule table:
     wildcard_constraints:
         table=r"(?!claims\b)[a-z0-9_]+",
     resources:
-        mem_mb=grow("table", "mem_mb", 1000),
-        runtime=grow("table", "runtime", 10),
+        mem_mb=grow("table", "mem_mb"),
+        runtime=grow("table", "runtime"),
     params:
         code=code_version("table"),
     shell:

@@ -11,9 +11,9 @@ rule train:
         f"results/logs/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/train.log",
     benchmark:
         f"results/benchmarks/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/train.tsv"
-    threads: res("train", "threads", 1)
+    threads: res("train", "threads")
     resources:
-        mem_mb=grow("train", "mem_mb", 4000),
+        mem_mb=grow("train", "mem_mb"),
         runtime=train_runtime,
         gpu=train_gpus,
     params:
