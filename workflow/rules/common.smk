@@ -112,8 +112,8 @@ RESOURCE_DEFAULTS = load_schema(workflow.source_path("../schemas/config.schema.y
 
 
 def res(rule_name, key):
-    """A portable resource of a rule (sure_ood.settings.rule_resource: resources.<rule>.<key>,
-    resources.default.<key>, then the schema's defaults)."""
+    """A portable resource: resources.<rule>.<key>, else resources.default.<key>, else the
+    schema's defaults (sure_ood.settings.rule_resource)."""
     return rule_resource(config, RESOURCE_DEFAULTS, rule_name, key)
 
 
@@ -121,7 +121,7 @@ def res(rule_name, key):
 # One extraction job per split, or per shard of it with `extract_shards: N` (N > 1): the shard
 # is a path level of the (temporary) extract output, and merge_features concatenates them.
 EXTRACT_SHARDS = SETTINGS.extract_shards
-SHARD = "/shard~{shard}" if EXTRACT_SHARDS > 1 else ""
+SPLIT_STEM = "split~{split}/shard~{shard}" if EXTRACT_SHARDS > 1 else "split~{split}"
 
 
 # The built-in array benchmarks extract every test split of a (test model, view) in one job:
@@ -148,10 +148,10 @@ def extract_shapes():
             "splits": "{split}",
         }
         return {"extract": group, "extract_train": fit}
-    path = f"{FEATURES}/split~{{split}}{SHARD}.npz"
+    path = f"{FEATURES}/{SPLIT_STEM}.npz"
     one = {
         "output": temp(path) if EXTRACT_SHARDS > 1 else path,
-        "stem": f"features/{{test_model}}/view~{{view}}/split~{{split}}{SHARD}",
+        "stem": f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}",
         "splits": "{split}",
     }
     return {"extract": one}
