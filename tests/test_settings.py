@@ -223,3 +223,24 @@ def test_every_setting_the_workflow_passes_is_a_required_option(tmp_path):
             if action.nargs == 0 or (stage, opt) in OPTIONAL_BY_DESIGN:
                 continue  # a switch (store_true), or optional by design
             assert action.required and action.default is None, (stage, opt)
+
+
+def test_split_config_and_claim_rows_moved_from_the_rules_into_the_package():
+    from sure_ood.config import claim_table_rows, split_config
+
+    bench = {"name": "b", "source": "imagefolder", "seed": 0, "data_root": "/d", "normalization": 1}
+    assert split_config(bench) == {
+        "name": "b",
+        "source": "imagefolder",
+        "seed": 0,
+        "data_root": "/d",
+    }
+    assert "data_root" not in split_config(bench, with_location=False)
+    config = {
+        "tables": {"t": {"rows": {"a": {}, "b": {}, "c": {}}}},
+        "claims": {
+            "x": {"table": "t", "a": "b", "b": "a"},
+            "y": {"table": "t", "kind": "best_of", "a": "a"},
+        },
+    }
+    assert claim_table_rows(config) == [("t", "b"), ("t", "a"), ("t", "c")]

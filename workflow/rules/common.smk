@@ -10,6 +10,8 @@ from sure_ood.config import (
     check_config,
     code_version,
     claim_rows,
+    claim_table_rows,
+    load_schema,
     method_config,
     parent_run,
     resolve_row,
@@ -17,9 +19,9 @@ from sure_ood.config import (
     row_replicates,
     row_test_models,
 )
+from sure_ood.config import split_config as benchmark_split_config
 from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
-from sure_ood.config import load_schema
 from sure_ood.settings import OdinSettings, Settings, job_file, rule_resource
 
 check_config(config)
@@ -60,34 +62,9 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-# The benchmark keys that define the splits: only these rerun prepare_data when edited.
-SPLIT_KEYS = (
-    "name",
-    "source",
-    "known_classes",
-    "unknown_classes",
-    "split",
-    "ood_fraction",
-    "seed",
-    "data_root",
-    "splits",
-    "ssb_splits",
-    "skip_unreadable",
-    "ood_splits",
-    "val_fraction",
-    "verify_images",
-)
-
-
 def split_config(with_location=True):
-    """The split-defining benchmark keys; without data_root for prepare_data's param (its
-    manifest's paths are relative to data_root, so moving the data changes nothing)."""
-    keys = (
-        SPLIT_KEYS
-        if with_location
-        else tuple(k for k in SPLIT_KEYS if k != "data_root")
-    )
-    return {k: v for k, v in config["benchmark"].items() if k in keys}
+    """The split-defining benchmark keys (sure_ood.config.split_config)."""
+    return benchmark_split_config(config["benchmark"], with_location)
 
 
 def get_split_config(with_location=True):
@@ -561,22 +538,12 @@ def get_table_scores(wildcards):
 
 
 # ---- claims ------------------------------------------------------------------------------
-def claim_table_rows():
-    """(table, row) of every row a claim compares, in order, without repeats."""
-    out = []
-    for claim in (config.get("claims") or {}).values():
-        for row_id in claim_rows(config, claim):
-            if (claim["table"], row_id) not in out:
-                out.append((claim["table"], row_id))
-    return out
-
-
 def get_claims_rows(wildcards):
-    return [f"{OUT}/rows/{t}/{r}.json" for t, r in claim_table_rows()]
+    return [f"{OUT}/rows/{t}/{r}.json" for t, r in claim_table_rows(config)]
 
 
 def get_claims_scores(wildcards):
-    return [f for t, r in claim_table_rows() for f in row_fused_all(t, r)]
+    return [f for t, r in claim_table_rows(config) for f in row_fused_all(t, r)]
 
 
 def get_claims_job(wildcards):
