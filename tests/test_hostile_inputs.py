@@ -526,9 +526,9 @@ def test_unreadable_caches_get_one_line(caches, capsys, how, why, role):
 def test_unreadable_score_tables_get_one_line(tmp_path, capsys, make, why):
     bad = tmp_path / "scores.parquet"
     make(bad)
+    evaluate = ["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r"]
     for argv, out in (
-        (["evaluate", "--scores", bad, "--row", "{}", "--table", "t", "--row-id", "r",
-          "--n-boot", "0"], "o.json"),  # fmt: skip
+        ([*evaluate, "--n-boot", "0"], "o.json"),
         (["fuse", "--scores", bad], "o.parquet"),
     ):
         assert _cli(*argv, "--out", tmp_path / out) == 2
