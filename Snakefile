@@ -1,6 +1,8 @@
 # sure-ood: the SURE-OOD recipe as a DAG, from data to published-style tables.
 # Usage: snakemake --cores 2                      (every table of config/config.yaml)
 #        snakemake results/mnist_osr/rows/posthoc/msp.json   (one row and what it needs)
+import os
+
 from snakemake.utils import min_version, validate
 
 from sure_ood.config import validate_config
@@ -47,6 +49,15 @@ include: "workflow/rules/table.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/histogram.smk"
 include: "workflow/rules/verify.smk"
+
+
+# One software environment for every job: envs/sure-ood.yaml (used with `--sdm conda`). Set
+# here for every rule that runs a command, instead of a `conda:` line in each rule. (Snakemake's
+# top-level `conda:` directive is another thing: it installs packages into the Snakemake
+# process itself.)
+for _rule in workflow.rules:
+    if _rule.shellcmd and not _rule.conda_env:
+        _rule.conda_env = os.path.join(workflow.basedir, "envs", "sure-ood.yaml")
 
 
 rule all:

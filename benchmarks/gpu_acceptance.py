@@ -69,7 +69,7 @@ def train_cmd(
         "--recipe", json.dumps(RECIPE), "--seed", "0", "--data-dir", str(data_dir),
         "--state-dir", str(work / "state"), "--log", str(work / "log.jsonl"),
         "--summary", str(work / "run.json"), "--device", device, "--amp", amp,
-        "--workers", "2",
+        "--workers", "2", "--threads", "1", "--pin-memory", "auto",
     ]  # fmt: skip
     if nproc > 1:
         return [str(BIN / "torchrun"), "--standalone", "--nnodes=1",

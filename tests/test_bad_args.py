@@ -12,12 +12,12 @@ from sure_ood.cli import main as cli_main
     [
         (
             ["evaluate", "--scores", "s.parquet", "--row", '{"method": "msp",', "--table", "t",
-             "--row-id", "r", "--out", "r.json"],
+             "--row-id", "r", "--n-boot", "0", "--out", "r.json"],
             ["--row: not valid JSON", '{"method": "msp",'],
         ),
         (
             ["evaluate", "--scores", "s.parquet", "--row", "{}", "--table", "t",
-             "--row-id", "r", "--out", "r.csv"],
+             "--row-id", "r", "--n-boot", "0", "--out", "r.csv"],
             ["--out r.csv", ".json"],
         ),
         (

@@ -97,6 +97,7 @@ def _train(data_dir: Path, work: Path, recipe: dict, nproc: int) -> dict:
         "--log", str(work / "log.jsonl"),
         "--summary", str(work / "run.json"),
         "--device", "cpu",
+        "--threads", "1", "--amp", "none", "--workers", "0", "--pin-memory", "auto",
     ]  # fmt: skip
     if nproc == 1:
         cmd = [str(BIN / "sure-ood"), *args]

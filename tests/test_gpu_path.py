@@ -192,6 +192,7 @@ def _torchrun_train(data_dir: Path, work: Path, recipe: dict) -> dict:
         "--recipe", json.dumps(recipe), "--seed", "0", "--data-dir", str(data_dir),
         "--state-dir", str(work / "state"), "--log", str(work / "log.jsonl"),
         "--summary", str(work / "run.json"), "--device", "cpu", "--workers", "2",
+        "--threads", "1", "--amp", "none", "--pin-memory", "auto",
     ]  # fmt: skip
     cmd = [str(BIN / "torchrun"), "--standalone", "--nnodes=1", "--nproc_per_node=2",
            "-m", "sure_ood", "--", *args]  # fmt: skip

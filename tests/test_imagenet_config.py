@@ -75,6 +75,18 @@ def test_published_config_matches_the_spec():
     assert all(cfg["resources"][r]["mem_mb"] for r in ("score", "fuse", "evaluate"))
 
 
+def _with_job_files(work, out: str) -> str:
+    """The dry run's text and, after it, each per-job file it names (`--job FILE`): its JSON
+    and its options as a command line."""
+    from sure_ood.settings import options_argv
+
+    texts = []
+    for f in sorted(set(re.findall(r"--job (\S+)", out))):
+        text = (work / f).read_text()
+        texts += [text, " ".join(options_argv(json.loads(text)["options"]))]
+    return "\n".join([out, *texts])
+
+
 def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
     work = copy_workflow(tmp_path)
     r = run_snakemake(
@@ -83,12 +95,14 @@ def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
     )  # fmt: skip
     out = r.stdout + r.stderr
     jobs = _job_counts(out)
+    assert "--shard 3 " in out
+    out = _with_job_files(work, out)  # the settings of each command
     # runs: baseline, sure seed 0, sure seed 1; test models: baseline, sure (LN), sure no-LN,
     # no-LN 480, soup of seeds 0+1 at 480
     assert jobs["prepare_data"] == 1 and jobs["train"] == 3 and jobs["make_test_model"] == 5
     # sharded extraction (4 shards), merged per split before scoring
     assert jobs["extract"] == 4 * jobs["merge_features"]
-    assert "--shard 3 --num-shards 4" in out
+    assert "--num-shards 4" in out
     # 3 test splits per (test model, view): 5 test models at the centre view + the 5 five-crop
     # views of the souped 480 model
     assert jobs["merge_features"] == 3 * (5 + 5)

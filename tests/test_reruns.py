@@ -283,7 +283,11 @@ def test_every_rule_has_its_code_version_param():
         if smk.stem == "common":
             continue
         text = smk.read_text()
-        for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, re.M | re.S):
+        # `rule NAME:`, or an indented `rule:` with a `name:` (extract.smk defines its rules in
+        # a loop, one body)
+        rules = re.findall(r"^[ ]*rule(?: (\w+))?:\n(.*?)(?=^[ ]*rule[ :]|\Z)", text, re.M | re.S)
+        assert rules, smk.name
+        for rule, body in rules:
             # the stage the rule's command runs (write_reference runs `sure-ood verify`)
             stage = (re.findall(r"sure-ood (\w+)", body) or [rule])[0]
             # score: per method (get_score_code -> method_code_version)

@@ -91,6 +91,7 @@ def _train_args(recipe: dict, data_dir: Path, run_dir: Path) -> list[str]:
         "--summary", str(run_dir / "run.json"),
         "--threads", "1",
         "--device", "cpu",
+        "--amp", "none", "--workers", "0", "--pin-memory", "auto",
     ]  # fmt: skip
 
 
@@ -224,6 +225,8 @@ def _extract_args(test_model: Path, data_dir: Path, out: Path) -> list[str]:
         "--view", "center",
         "--threads", "1",
         "--device", "cpu",
+        "--batch-size", "256", "--amp", "none", "--workers", "0", "--pin-memory", "auto",
+        "--num-shards", "1",
         "--out", str(out),
     ]  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pandas as pd
 import pytest
@@ -48,6 +49,24 @@ def test_nothing_to_do_after_a_full_run(digits_run):
     assert "Nothing to be done" in r.stdout + r.stderr
 
 
+def test_every_job_log_begins_with_the_command_that_reruns_it(digits_run):
+    """Each stage's log starts with `sure-ood: command: sure-ood --numerics MODE STAGE --job
+    FILE ...`: the exact command, its per-job files still in place to run it again by hand."""
+    logs = sorted((digits_run / "results/logs/digits_osr").rglob("*.log"))
+    assert len(logs) > 20, logs
+    for log in logs:
+        first = log.read_text().splitlines()[0]
+        assert first.startswith("sure-ood: command: sure-ood --numerics portable "), (log, first)
+        argv = shlex.split(first.split(": ", 2)[2])
+        jobs = [argv[i + 1] for i, a in enumerate(argv) if a == "--job"]
+        assert jobs or argv[3] in NO_JOB_STAGES, (log, first)
+        assert all((digits_run / j).is_file() for j in jobs), (log, jobs)
+
+
+# stages with no config-derived option (their command is inputs and outputs only)
+NO_JOB_STAGES = {"finalize_swa", "make_test_model", "merge_features", "fuse", "histogram", "verify"}
+
+
 def test_default_config_dry_runs(tmp_path):
     work = copy_workflow(tmp_path)
     r = run_snakemake(work, "-n", "--cores", "2")
@@ -56,9 +75,10 @@ def test_default_config_dry_runs(tmp_path):
 
 
 # Deliberate: the data's location reaches train/extract/odin/prepare_data through these
-# globals, outside `params`, so that moving the data folder reruns nothing (run identity is
-# content, not paths); Snakemake's linter flags exactly that, and only that is allowed here.
-LOCATION_GLOBALS = ("BENCH_JSON", "SPLIT_JSON")
+# globals (job files of the whole benchmark), outside `params` and inputs, so that moving the
+# data folder reruns nothing (run identity is content, not paths); Snakemake's linter flags
+# exactly that, and only that is allowed here.
+LOCATION_GLOBALS = ("BENCH_JOB", "SPLIT_JOB")
 
 
 def test_lint_is_clean(tmp_path):

@@ -7,6 +7,7 @@ output path whose extension names another format than the one the stage writes (
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -32,3 +33,12 @@ def check_suffix(path: str | os.PathLike, option: str, *suffixes: str, what: str
             f"{option} {path}: this stage writes {fmt}; use a name ending in "
             f"{' or '.join(suffixes)}"
         )
+
+
+def boolean(text: str) -> bool:
+    """An explicit ``true`` / ``false`` option value (a flag the workflow always passes, so a
+    hand run states it too instead of relying on a default)."""
+    value = {"true": True, "false": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return value

@@ -94,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stage(stage: str, argv: list[str], mode: str) -> int:
-    from sure_ood import numerics
+    from sure_ood import numerics, settings
     from sure_ood.io import InputError
 
     late = numerics.apply(mode)
-    # Workflow jobs (SURE_OOD_LOG_COMMAND set by the rules) begin their log with the command
-    # that reruns them by hand; a hand or in-process call keeps its stderr for errors only.
-    log_command = bool(os.environ.get("SURE_OOD_LOG_COMMAND"))
+    # Workflow jobs (every rule passes `--job FILE`; SURE_OOD_LOG_COMMAND is set by the
+    # workflow too) begin their log with the command that reruns them by hand; a hand or
+    # in-process call keeps its stderr for errors only.
+    uses_job = any(a == "--job" or a.startswith("--job=") for a in argv[1:])
+    log_command = uses_job or bool(os.environ.get("SURE_OOD_LOG_COMMAND"))
     if log_command:
         print(
             "sure-ood: command: " + shlex.join(["sure-ood", "--numerics", mode, *argv]),
@@ -116,7 +118,18 @@ def _run_stage(stage: str, argv: list[str], mode: str) -> int:
     module = importlib.import_module(f"sure_ood.stages.{stage}")
     parser = argparse.ArgumentParser(prog=f"sure-ood {stage}", description=STAGES[stage])
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    parser.add_argument(
+        "--job",
+        action="append",
+        metavar="FILE",
+        help="a per-job file written by the workflow (its options, in place of --job)",
+    )
+    try:
+        expanded = settings.expand_jobs(argv[1:], stage)
+    except InputError as e:
+        print(f"sure-ood {stage}: error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(expanded)
     try:
         return int(module.run(args) or 0)
     except InputError as e:

@@ -81,6 +81,33 @@ class TestModel:
         return "-".join(parts)
 
 
+# The benchmark keys that define the splits: only these rerun prepare_data when edited.
+SPLIT_KEYS = (
+    "name",
+    "source",
+    "known_classes",
+    "unknown_classes",
+    "split",
+    "ood_fraction",
+    "seed",
+    "data_root",
+    "splits",
+    "ssb_splits",
+    "skip_unreadable",
+    "ood_splits",
+    "val_fraction",
+    "verify_images",
+)
+
+
+def split_config(bench: dict, with_location: bool = True) -> dict:
+    """The split-defining keys of a benchmark; without ``data_root`` for prepare_data's rerun
+    trigger (its manifest's paths are relative to data_root: moving the data changes nothing).
+    """
+    keys = [k for k in SPLIT_KEYS if with_location or k != "data_root"]
+    return {k: v for k, v in bench.items() if k in keys}
+
+
 def resolve_row(config: dict, table: str, row_id: str) -> dict:
     """A row with its table's ``defaults``, the config's ``replicates`` and the global defaults
     filled in."""
@@ -315,6 +342,16 @@ def claim_rows(config: dict, claim: dict) -> list[str]:
         return [claim["a"], claim["b"]]
     among = claim.get("among") or [r for r in config["tables"][claim["table"]]["rows"]]
     return [claim["a"]] + [r for r in among if r != claim["a"]]
+
+
+def claim_table_rows(config: dict) -> list[tuple[str, str]]:
+    """(table, row) of every row a claim compares, in config order, without repeats."""
+    out: list[tuple[str, str]] = []
+    for claim in (config.get("claims") or {}).values():
+        for row_id in claim_rows(config, claim):
+            if (claim["table"], row_id) not in out:
+                out.append((claim["table"], row_id))
+    return out
 
 
 def _check_claims(config: dict) -> None:

@@ -5,12 +5,13 @@ import os
 import shlex
 
 from sure_ood.config import (
-    odin_params,
     all_rows,
     all_test_models,
     check_config,
     code_version,
     claim_rows,
+    claim_table_rows,
+    load_schema,
     method_config,
     parent_run,
     resolve_row,
@@ -18,8 +19,10 @@ from sure_ood.config import (
     row_replicates,
     row_test_models,
 )
+from sure_ood.config import split_config as benchmark_split_config
 from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
+from sure_ood.settings import OdinSettings, Settings, job_file, rule_resource
 
 check_config(config)
 
@@ -27,11 +30,13 @@ check_config(config)
 if config.get("data_root"):
     config["benchmark"]["data_root"] = config["data_root"]
 
-BENCH = config["benchmark"]["name"]
+# the typed run-wide settings (sure_ood.settings), built once from the validated config
+SETTINGS = Settings.from_config(config)
+BENCH = SETTINGS.benchmark
 OUT = f"results/{BENCH}"
 TEST_MODELS = all_test_models(config)
 ID_SPLIT = "id_test"
-OOD_SPLITS = config["benchmark"].get("ood_splits", ["ood_test"])
+OOD_SPLITS = config["benchmark"]["ood_splits"]
 TEST_SPLITS = [ID_SPLIT] + OOD_SPLITS
 
 
@@ -42,11 +47,14 @@ wildcard_constraints:
     method="[a-z0-9_]+",
     view="[a-z0-9_]+",
     split="[a-z0-9_]+",
-    odin="t[0-9.e+-]+_e[0-9.e+-]+_s[01]",
+    temperature="[0-9][0-9.e+-]*",
+    epsilon="-?[0-9][0-9.e+-]*",
+    std_scaled="true|false",
     table="[a-z0-9_]+",
     row="[a-z0-9_]+",
     test_model="[a-z0-9_.-]+",
     replicate="[0-9]+",
+    shard="[0-9]+",
 
 
 def as_json(obj):
@@ -54,44 +62,81 @@ def as_json(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
-# The benchmark keys that define the splits: only these rerun prepare_data when edited.
-SPLIT_KEYS = (
-    "name",
-    "source",
-    "known_classes",
-    "unknown_classes",
-    "split",
-    "ood_fraction",
-    "seed",
-    "data_root",
-    "splits",
-    "ssb_splits",
-    "skip_unreadable",
-    "ood_splits",
-    "val_fraction",
-    "verify_images",
-)
+def split_config(with_location=True):
+    """The split-defining benchmark keys (sure_ood.config.split_config)."""
+    return benchmark_split_config(config["benchmark"], with_location)
 
 
 def get_split_config(with_location=True):
-    """The split-defining benchmark keys as JSON; without data_root for prepare_data's param
-    (its manifest's paths are relative to data_root, so moving the data changes nothing)."""
-    keys = SPLIT_KEYS if with_location else tuple(k for k in SPLIT_KEYS if k != "data_root")
-    return as_json({k: v for k, v in config["benchmark"].items() if k in keys})
+    return as_json(split_config(with_location))
 
 
-def res(rule_name, key, default):
-    """A portable resource of a rule from config (resources.<rule>.<key>, then .default)."""
-    r = config.get("resources", {})
-    return r.get(rule_name, {}).get(key, r.get("default", {}).get(key, default))
+# ---- per-job files: a stage's config-derived options (sure_ood.settings.job_file) ----------
+# The command names the file (`--job FILE`), so it holds paths and short values only. The
+# file's name is the digest of its content, so it is an input (ancient: its time never matters)
+# whose path changes exactly when a setting of the job does: that is the rerun trigger.
+JOBS = f"{OUT}/jobs"
+
+
+def job(stage, options, name=None):
+    """The per-job file of `stage` holding `options` (written once, at DAG-building time)."""
+    return job_file(JOBS, stage, options, name)
+
+
+RESOURCE_DEFAULTS = load_schema(workflow.source_path("../schemas/config.schema.yaml"))[
+    "properties"
+]["resources"]["x-defaults"]
+
+
+def res(rule_name, key):
+    """A portable resource: resources.<rule>.<key>, else resources.default.<key>, else the
+    schema's defaults (sure_ood.settings.rule_resource)."""
+    return rule_resource(config, RESOURCE_DEFAULTS, rule_name, key)
 
 
 # ---- GPU options, multi-GPU launch, sharded extraction ------------------------------------
-EXTRACT_SHARDS = int(config.get("extract_shards", 1))
-# One extraction job per split (image folders, or sharded): adding an OOD split runs only its
-# jobs. The built-in array benchmarks keep one job per (test model, view) for every test split:
-# their splits are fixed and each job's start-up (~5 s of torch/timm import) would dominate.
-EXTRACT_PER_SPLIT = EXTRACT_SHARDS > 1 or config["benchmark"]["source"] == "imagefolder"
+# One extraction job per split, or per shard of it with `extract_shards: N` (N > 1): the shard
+# is a path level of the (temporary) extract output, and merge_features concatenates them.
+EXTRACT_SHARDS = SETTINGS.extract_shards
+SPLIT_STEM = "split~{split}/shard~{shard}" if EXTRACT_SHARDS > 1 else "split~{split}"
+
+
+# The built-in array benchmarks extract every test split of a (test model, view) in one job:
+# their splits are fixed, and one job each would pay the start-up (~5 s of torch/timm import)
+# once per split. Image folders (a new OOD split runs only its own job) and sharded runs get
+# one job per split or shard.
+EXTRACT_GROUPED = EXTRACT_SHARDS == 1 and config["benchmark"]["source"] != "imagefolder"
+FEATURES = f"{OUT}/features/{{test_model}}/view~{{view}}"
+
+
+def extract_shapes():
+    """The extract rules (one body in extract.smk): name -> output, log stem, splits. Grouped,
+    `extract` writes every test split and `extract_train` the fitting splits (train, val) at
+    the centre view; else `extract` writes one split, or one temporary shard of it."""
+    if EXTRACT_GROUPED:
+        group = {
+            "output": [f"{FEATURES}/split~{s}.npz" for s in TEST_SPLITS],
+            "stem": "features/{test_model}/view~{view}/extract",
+            "splits": " ".join(TEST_SPLITS),
+        }
+        fit = {
+            "output": f"{OUT}/features/{{test_model}}/view~{{view,center}}/split~{{split,train|val}}.npz",
+            "stem": "features/{test_model}/view~{view}/split~{split}",
+            "splits": "{split}",
+        }
+        return {"extract": group, "extract_train": fit}
+    path = f"{FEATURES}/{SPLIT_STEM}.npz"
+    one = {
+        "output": temp(path) if EXTRACT_SHARDS > 1 else path,
+        "stem": f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}",
+        "splits": "{split}",
+    }
+    return {"extract": one}
+
+
+def get_shard_arg(wildcards):
+    """`--shard i` of a sharded extract job (the count is in its job file)."""
+    return f"--shard {int(wildcards.shard)}" if EXTRACT_SHARDS > 1 else ""
 
 
 # ---- run identity: what the images are, never where they are ------------------------------
@@ -109,42 +154,19 @@ def data_input(name):
     return f"{OUT}/data/{name}"
 
 
-# Where the images are reaches the jobs outside their params: these globals are formatted into
-# the shell commands (`{BENCH_JSON}`), and a rule's code trigger sees the template, not the
-# value. So moving the images (a new data_root) reruns nothing: the manifest holds paths
-# relative to data_root, and every param is location-free.
-BENCH_JSON = as_json(config["benchmark"])
-SPLIT_JSON = get_split_config()
+# Where the images are reaches the jobs outside their params and inputs: these globals (job
+# files of the whole benchmark, location included) are formatted into the shell commands
+# (`--job {BENCH_JOB}`), and a rule's code trigger sees the template, not the value. So moving
+# the images (a new data_root) reruns nothing: the manifest holds paths relative to data_root,
+# and every param and job input is location-free.
+BENCH_JOB = job(None, {"--benchmark": config["benchmark"]}, name="benchmark")
+SPLIT_JOB = job(None, {"--benchmark": split_config()}, name="benchmark")
 
 
-def get_compute_args():
-    """`--amp ... --workers ... --pin-memory ... [--channels-last]` from config `compute`."""
-    c = config.get("compute", {})
-    args = [
-        f"--amp {c.get('amp', 'none')}",
-        f"--workers {int(c.get('workers', 0))}",
-        f"--pin-memory {str(c.get('pin_memory', 'auto')).lower()}",
-    ]
-    if c.get("channels_last", False):
-        args.append("--channels-last")
-    return " ".join(args)
-
-
-def get_odin_compute_args():
-    """`--amp ... --workers ... --batch-size ... --pin-memory ...` from config `compute.odin`."""
-    c = config["compute"]
-    o = c["odin"]
-    batch = o["batch_size"] or config["extract_batch_size"]
-    return (
-        f"--amp {o['amp']} --workers {int(o['workers'])} --batch-size {int(batch)} "
-        f"--pin-memory {str(c['pin_memory']).lower()}"
-    )
-
-
-def grow(rule_name, key, default):
+def grow(rule_name, key):
     """A resource that grows with Snakemake's `attempt` (1, 2, ... on retries): a job retried
     after running out of memory or time asks for `attempt` x the configured amount."""
-    base = int(res(rule_name, key, default))
+    base = int(res(rule_name, key))
     return lambda wildcards, attempt: base * attempt
 
 
@@ -156,15 +178,15 @@ def zero_epoch(recipe_id):
 def train_gpus(wildcards):
     """GPUs of a train job: the configured count, but at most one for a zero-epoch run (one
     validation pass, no GPU-days)."""
-    gpus = int(res("train", "gpu", 0))
+    gpus = int(res("train", "gpu"))
     return min(gpus, 1) if zero_epoch(wildcards.recipe) else gpus
 
 
 def train_runtime(wildcards, attempt):
     """Minutes of a train job x `attempt`; a zero-epoch run gets the default rule's runtime."""
     if zero_epoch(wildcards.recipe):
-        return int(res("default", "runtime", 60)) * attempt
-    return int(res("train", "runtime", 120)) * attempt
+        return int(res("default", "runtime")) * attempt
+    return int(res("train", "runtime")) * attempt
 
 
 def train_launcher(wildcards):
@@ -180,7 +202,7 @@ def get_feature_shards(wildcards):
 
 def get_launcher(rule_name):
     """`sure-ood`, or torchrun with one process per GPU when the rule gets more than one."""
-    gpus = int(res(rule_name, "gpu", 0))
+    gpus = int(res(rule_name, "gpu"))
     if gpus > 1:
         # `--`: torchrun's parser must not read the stage's options (--log is ambiguous to it)
         return (
@@ -224,12 +246,24 @@ def recipe_init_run(recipe_id, seed):
     return parent_run(config, recipe_id, seed)
 
 
-def get_model_json(wildcards):
-    return as_json(config["models"][wildcards.model])
+def get_train_job(wildcards):
+    """The run's model and recipe subtrees, the device and the GPU options."""
+    options = {
+        "--model": config["models"][wildcards.model],
+        "--recipe": get_recipe(wildcards),
+        "--device": SETTINGS.device,
+    }
+    return job("train", {**options, **SETTINGS.compute.options()})
 
 
-def get_recipe_json(wildcards):
-    return as_json(get_recipe(wildcards))
+def get_extract_job(wildcards):
+    """Batch size, device, GPU options and shard count (one file for every extract job)."""
+    options = {
+        "--batch-size": SETTINGS.extract_batch_size,
+        "--device": SETTINGS.device,
+        "--num-shards": EXTRACT_SHARDS,
+    }
+    return job("extract", {**options, **SETTINGS.compute.options()})
 
 
 def get_state_dir(wildcards):
@@ -299,28 +333,34 @@ def method_needs(method_id):
 
 
 # ODIN's hyper-parameters belong to the `odin` rule (it runs the network); its scorers have none.
-def odin_slug(params):
-    """The ODIN settings as a path level: methods with the same settings share one job."""
-    p = odin_params(params)
-    return f"t{float(p['temperature']):g}_e{float(p['epsilon']):g}_s{int(bool(p['std_scaled']))}"
+# ODIN's settings are path levels (temperature~/epsilon~/std_scaled~): methods with the same
+# settings share one job.
+ODIN_LEVELS = "temperature~{temperature}/epsilon~{epsilon}/std_scaled~{std_scaled}"
 
 
-def odin_path(test_model, slug, view, split):
-    return f"{OUT}/odin/{test_model}/odin~{slug}/view~{view}/split~{split}.npz"
+def odin_path(test_model, settings, view, split):
+    return f"{OUT}/odin/{test_model}/{settings.levels()}/view~{view}/split~{split}.npz"
 
 
-def get_odin_args(wildcards):
-    t, e, s = wildcards.odin.split("_")
-    args = f"--temperature {float(t[1:])} --epsilon {float(e[1:])}"
-    return args + (" --std-scaled" if s == "s1" else "")
+def get_odin_job(wildcards):
+    """ODIN's settings (from the path), the device and config `compute.odin`."""
+    odin = OdinSettings.from_levels(
+        wildcards.temperature, wildcards.epsilon, wildcards.std_scaled
+    )
+    options = {
+        **odin.options(),
+        "--device": SETTINGS.device,
+        **SETTINGS.odin.options(),
+    }
+    return job("odin", options)
 
 
 def get_score_inputs(wildcards):
     needs = method_needs(wildcards.method)
     tm, v = wildcards.test_model, wildcards.view
     if "network" in needs:
-        slug = odin_slug(get_method(wildcards)["params"])
-        features = [odin_path(tm, slug, v, s) for s in TEST_SPLITS]
+        odin = OdinSettings.from_params(get_method(wildcards)["params"])
+        features = [odin_path(tm, odin, v, s) for s in TEST_SPLITS]
     else:
         features = [feature_path(tm, v, s) for s in TEST_SPLITS]
     inputs = {"features": features, "prior": data_input("prior.npy")}
@@ -331,14 +371,18 @@ def get_score_inputs(wildcards):
     return inputs
 
 
-def get_score_args(wildcards, input):
+def get_score_job(wildcards):
+    """The method's registered name and hyper-parameters (ODIN's belong to the odin rule)."""
     m = get_method(wildcards)
-    args = [f"--method {m['method']}"]
     params = {} if "network" in method_needs(wildcards.method) else m["params"]
-    args += [
-        f"--param {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in params.items()
-    ]
-    args += [f"--features {shlex.quote(f)}" for f in input.features]
+    options = {"--method": m["method"]}
+    if params:
+        options["--param"] = [f"{k}={json.dumps(v)}" for k, v in params.items()]
+    return job("score", options)
+
+
+def get_score_args(wildcards, input):
+    args = [f"--features {shlex.quote(f)}" for f in input.features]
     if "train" in input.keys():
         args.append(f"--train-features {shlex.quote(input.train)}")
     if "val" in input.keys():
@@ -352,13 +396,18 @@ def get_row(wildcards):
     return resolve_row(config, wildcards.table, wildcards.row)
 
 
-def get_row_json(wildcards):
-    return as_json(get_row(wildcards))
-
-
-def get_row_config_json(wildcards):
-    """The row's full config subtree (row, model, recipe chain, method), for provenance."""
-    return as_json(row_config_subtree(config, wildcards.table, wildcards.row))
+def get_evaluate_job(wildcards):
+    """The resolved row, its full config subtree (row, model, recipe chain, method: for
+    provenance), its replicates and the bootstrap."""
+    options = {
+        "--row": get_row(wildcards),
+        "--config": row_config_subtree(config, wildcards.table, wildcards.row),
+        "--replicates": row_replicates(get_row(wildcards)),
+        "--table": wildcards.table,
+        "--row-id": wildcards.row,
+        "--n-boot": SETTINGS.bootstrap,
+    }
+    return job("evaluate", options)
 
 
 def row_score_files(row, replicate):
@@ -389,10 +438,6 @@ def get_row_fused(wildcards):
 
 def get_row_fused_first(wildcards):
     return get_row_fused(wildcards)[0]
-
-
-def get_row_replicates(wildcards):
-    return " ".join(str(r) for r in row_replicates(get_row(wildcards)))
 
 
 def get_fusion(wildcards):
@@ -447,8 +492,9 @@ def get_table(wildcards):
     return config["tables"][wildcards.table]
 
 
-def get_table_json(wildcards):
-    return as_json(get_table(wildcards))
+def get_table_job(wildcards):
+    options = {"--table": get_table(wildcards), "--n-boot": SETTINGS.bootstrap}
+    return job("table", options)
 
 
 def get_table_rows(wildcards):
@@ -492,39 +538,29 @@ def get_table_scores(wildcards):
 
 
 # ---- claims ------------------------------------------------------------------------------
-def claim_table_rows():
-    """(table, row) of every row a claim compares, in order, without repeats."""
-    out = []
-    for claim in (config.get("claims") or {}).values():
-        for row_id in claim_rows(config, claim):
-            if (claim["table"], row_id) not in out:
-                out.append((claim["table"], row_id))
-    return out
-
-
 def get_claims_rows(wildcards):
-    return [f"{OUT}/rows/{t}/{r}.json" for t, r in claim_table_rows()]
+    return [f"{OUT}/rows/{t}/{r}.json" for t, r in claim_table_rows(config)]
 
 
 def get_claims_scores(wildcards):
-    return [f for t, r in claim_table_rows() for f in row_fused_all(t, r)]
+    return [f for t, r in claim_table_rows(config) for f in row_fused_all(t, r)]
 
 
-def get_claims_json(wildcards):
-    """The claims in config order (a list: as_json sorts mapping keys), each with its ``id`` and
-    the rows it compares (``rows``: the claimed row first)."""
+def get_claims_job(wildcards):
+    """The claims in config order (one JSON list, each with its ``id`` and the rows it compares,
+    the claimed row first), the published numbers of their tables, and the bootstrap."""
     claims = config.get("claims") or {}
-    return as_json(
-        [{"id": cid, **c, "rows": claim_rows(config, c)} for cid, c in claims.items()]
-    )
-
-
-def get_claims_published_json(wildcards):
-    """The published numbers of the tables the claims use (the published effect column)."""
-    tables = {c["table"] for c in (config.get("claims") or {}).values()}
-    return as_json(
-        {t: config["tables"][t].get("published", {}) for t in sorted(tables)}
-    )
+    listed = [
+        {"id": cid, **c, "rows": claim_rows(config, c)} for cid, c in claims.items()
+    ]
+    tables = {c["table"] for c in claims.values()}
+    published = {t: config["tables"][t].get("published", {}) for t in sorted(tables)}
+    options = {
+        "--claims": json.dumps(listed, sort_keys=True),
+        "--published": published,
+        "--n-boot": SETTINGS.bootstrap,
+    }
+    return job("claims", options)
 
 
 # Rules run on the main Snakemake process's machine, never as cluster jobs: config
@@ -540,7 +576,8 @@ workflow.localrules(*config["local_rules"])
 # command with `--numerics MODE` to the job's log), and it is part of every rule's `code`
 # param, so changing the mode reruns every job.
 NUMERICS = config["numerics"]
-# set here, read by the jobs; SURE_OOD_LOG_COMMAND: each job logs its command first
+# set here, read by the jobs; SURE_OOD_LOG_COMMAND: each job logs its command first (every
+# rule's command also names a `--job` file, which switches the same log line on)
 os.environ.update(SURE_OOD_NUMERICS=NUMERICS, SURE_OOD_LOG_COMMAND="1")
 _stage_code_version = code_version
 
@@ -595,7 +632,7 @@ def get_verify_reference(wildcards):
             f"verify: no reference for {BENCH}: neither {REFERENCE_DIR}/manifest.json "
             "(make reference) nor `published` numbers in the config's tables"
         )
-    return f"--published {as_json(published)}"
+    return f"--job {shlex.quote(job('verify', {'--published': published}))}"
 
 
 def get_verify_manifest(wildcards):

@@ -1,149 +1,42 @@
-# One forward pass per (test model, view, split). With `extract_shards: N` (N > 1) each split is
-# cut into N contiguous shards, one job each, and merge_features.smk concatenates them in order.
+# One forward pass per (test model, view) and split group (common.smk extract_shapes): every
+# test split of a built-in array benchmark in one job, else one split, or with
+# `extract_shards: N` (N > 1) one of N contiguous shards of it (merge_features.smk
+# concatenates them in order). One body for every shape.
 # The benchmark enters as its identity keys (never the data's location: moving the images
 # reruns nothing here; the manifest holds paths relative to data_root, see common.smk).
-if not EXTRACT_PER_SPLIT:
+for extract_name, shape in extract_shapes().items():
 
-    # One job per (test model, view) extracts every test split: the model and the torch/timm
-    # start-up are paid once, not once per split.
-    rule extract:
+    rule:
+        name:
+            extract_name
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
             manifest=data_input("manifest.parquet"),
+            job=ancient(get_extract_job),
         output:
-            [
-                f"{OUT}/features/{{test_model}}/view~{{view}}/split~{split}.npz"
-                for split in TEST_SPLITS
-            ],
+            shape["output"],
         log:
-            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/extract.log",
+            f"results/logs/{BENCH}/{shape['stem']}.log",
         benchmark:
-            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/extract.tsv"
-        conda:
-            "../../envs/sure-ood.yaml"
-        threads: res("extract", "threads", 1)
+            f"results/benchmarks/{BENCH}/{shape['stem']}.tsv"
+        threads: res("extract", "threads")
         resources:
-            mem_mb=grow("extract", "mem_mb", 4000),
-            runtime=grow("extract", "runtime", 60),
-            gpu=res("extract", "gpu", 0),
+            mem_mb=grow("extract", "mem_mb"),
+            runtime=grow("extract", "runtime"),
+            gpu=res("extract", "gpu"),
         params:
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),
             data_dir=get_data_dir,
-            splits=" ".join(TEST_SPLITS),
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
+            splits=shape["splits"],
+            shard=get_shard_arg,
+        # the job file: batch size, device, GPU options and the number of shards
         shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
+            "sure-ood extract --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
             "--data-dir {params.data_dir:q} --split {params.splits} --view {wildcards.view} "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --out {output:q} > {log:q} 2>&1"
+            "{params.shard} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
-    # The training split (for fitted methods: Mahalanobis, KNN, ViM...) or the held-out
-    # validation split (temperature scaling) only where a method needs it, always at the
-    # center view: the same CLI stage, one split.
-    rule extract_train:
-        input:
-            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=data_input("manifest.parquet"),
-        output:
-            f"{OUT}/features/{{test_model}}/view~center/split~{{fit_split}}.npz",
-        log:
-            f"results/logs/{BENCH}/features/{{test_model}}/view~center/split~{{fit_split}}.log",
-        benchmark:
-            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~center/split~{{fit_split}}.tsv"
-        wildcard_constraints:
-            fit_split="train|val",
-        conda:
-            "../../envs/sure-ood.yaml"
-        threads: res("extract", "threads", 1)
-        resources:
-            mem_mb=grow("extract", "mem_mb", 4000),
-            runtime=grow("extract", "runtime", 60),
-            gpu=res("extract", "gpu", 0),
-        params:
-            code=code_version("extract"),
-            benchmark=get_bench_identity("extract"),
-            data_dir=get_data_dir,
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
-        shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
-            "--data-dir {params.data_dir:q} --split {wildcards.fit_split} --view center "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --out {output:q} > {log:q} 2>&1"
 
-elif EXTRACT_SHARDS == 1:
-
-    # Image folders: one job per split, so a new OOD split runs only its own extraction.
-    rule extract:
-        input:
-            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=data_input("manifest.parquet"),
-        output:
-            f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
-        log:
-            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.log",
-        benchmark:
-            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.tsv"
-        conda:
-            "../../envs/sure-ood.yaml"
-        threads: res("extract", "threads", 1)
-        resources:
-            mem_mb=grow("extract", "mem_mb", 4000),
-            runtime=grow("extract", "runtime", 60),
-            gpu=res("extract", "gpu", 0),
-        params:
-            code=code_version("extract"),
-            benchmark=get_bench_identity("extract"),
-            data_dir=get_data_dir,
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
-        shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
-            "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --out {output:q} > {log:q} 2>&1"
-
-else:
-
-    rule extract:
-        input:
-            model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=data_input("manifest.parquet"),
-        output:
-            temp(
-                f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.npz"
-            ),
-        log:
-            f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.log",
-        benchmark:
-            f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}/shard~{{shard}}.tsv"
-        wildcard_constraints:
-            shard="[0-9]+",
-        conda:
-            "../../envs/sure-ood.yaml"
-        threads: res("extract", "threads", 1)
-        resources:
-            mem_mb=grow("extract", "mem_mb", 4000),
-            runtime=grow("extract", "runtime", 60),
-            gpu=res("extract", "gpu", 0),
-        params:
-            code=code_version("extract"),
-            benchmark=get_bench_identity("extract"),
-            data_dir=get_data_dir,
-            batch_size=config.get("extract_batch_size", 256),
-            device=config.get("device", "auto"),
-            compute=get_compute_args(),
-            num_shards=EXTRACT_SHARDS,
-        shell:
-            "sure-ood extract --test-model {input.model:q} --benchmark {BENCH_JSON} "
-            "--data-dir {params.data_dir:q} --split {wildcards.split} --view {wildcards.view} "
-            "--batch-size {params.batch_size} --threads {threads} --device {params.device} "
-            "{params.compute} --shard {wildcards.shard} --num-shards {params.num_shards} "
-            "--out {output:q} > {log:q} 2>&1"
+if EXTRACT_SHARDS > 1:
 
     include: "merge_features.smk"

@@ -11,11 +11,9 @@ rule finalize_swa:
         f"results/logs/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/finalize_swa.log",
     benchmark:
         f"results/benchmarks/{BENCH}/runs/model~{{model}}/recipe~{{recipe}}/seed~{{seed}}/finalize_swa.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=grow("finalize_swa", "mem_mb", 2000),
-        runtime=grow("finalize_swa", "runtime", 15),
+        mem_mb=grow("finalize_swa", "mem_mb"),
+        runtime=grow("finalize_swa", "runtime"),
     params:
         code=code_version("finalize_swa"),
     shell:

@@ -8,11 +8,9 @@ rule fuse:
         f"results/logs/{BENCH}/fused/{{table}}/{{row}}/rep~{{replicate}}.log",
     benchmark:
         f"results/benchmarks/{BENCH}/fused/{{table}}/{{row}}/rep~{{replicate}}.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=grow("fuse", "mem_mb", 2000),
-        runtime=grow("fuse", "runtime", 15),
+        mem_mb=grow("fuse", "mem_mb"),
+        runtime=grow("fuse", "runtime"),
     params:
         code=code_version("fuse"),
         fusion=get_fusion,

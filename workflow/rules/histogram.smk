@@ -23,11 +23,9 @@ rule histogram:
         f"results/logs/{BENCH}/figures/{{table}}.log",
     benchmark:
         f"results/benchmarks/{BENCH}/figures/{{table}}.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=grow("histogram", "mem_mb", 1000),
-        runtime=grow("histogram", "runtime", 10),
+        mem_mb=grow("histogram", "mem_mb"),
+        runtime=grow("histogram", "runtime"),
     params:
         code=code_version("histogram"),
     shell:

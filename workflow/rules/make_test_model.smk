@@ -7,11 +7,9 @@ rule make_test_model:
         f"results/logs/{BENCH}/test_models/{{test_model}}/make_test_model.log",
     benchmark:
         f"results/benchmarks/{BENCH}/test_models/{{test_model}}/make_test_model.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=grow("make_test_model", "mem_mb", 2000),
-        runtime=grow("make_test_model", "runtime", 15),
+        mem_mb=grow("make_test_model", "mem_mb"),
+        runtime=grow("make_test_model", "runtime"),
     params:
         code=code_version("make_test_model"),
         args=get_test_model_args,

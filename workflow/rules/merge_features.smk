@@ -8,11 +8,9 @@ rule merge_features:
         f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.merge.log",
     benchmark:
         f"results/benchmarks/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.merge.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
     resources:
-        mem_mb=grow("merge_features", "mem_mb", 8000),
-        runtime=grow("merge_features", "runtime", 30),
+        mem_mb=grow("merge_features", "mem_mb"),
+        runtime=grow("merge_features", "runtime"),
     params:
         code=code_version("merge_features"),
     shell:

@@ -1,10 +1,8 @@
 rule table:
-    # tables/claims.* belong to the claims rule
-    wildcard_constraints:
-        table=r"(?!claims\b)[a-z0-9_]+",
     input:
         rows=get_table_rows,
         scores=get_table_scores,
+        job=ancient(get_table_job),
     output:
         csv=report(
             f"{OUT}/tables/{{table}}.csv",
@@ -25,17 +23,15 @@ rule table:
         f"results/logs/{BENCH}/tables/{{table}}.log",
     benchmark:
         f"results/benchmarks/{BENCH}/tables/{{table}}.tsv"
-    conda:
-        "../../envs/sure-ood.yaml"
+    # tables/claims.* belong to the claims rule
+    wildcard_constraints:
+        table=r"(?!claims\b)[a-z0-9_]+",
     resources:
-        mem_mb=grow("table", "mem_mb", 1000),
-        runtime=grow("table", "runtime", 10),
+        mem_mb=grow("table", "mem_mb"),
+        runtime=grow("table", "runtime"),
     params:
         code=code_version("table"),
-        table=get_table_json,
-        n_boot=config.get("bootstrap", 1000),
     shell:
-        "sure-ood table --rows {input.rows:q} --table {params.table} "
-        "--n-boot {params.n_boot} "
+        "sure-ood table --job {input.job:q} --rows {input.rows:q} "
         "--out-csv {output.csv:q} --out-md {output.md:q} --out-html {output.html:q} "
         "> {log:q} 2>&1"

@@ -9,8 +9,6 @@ rule verify:
         VERIFY_OUT,
     log:
         f"results/logs/{BENCH}/verify.log",
-    conda:
-        "../../envs/sure-ood.yaml"
     params:
         code=code_version("verify"),
         run=OUT,
@@ -26,8 +24,6 @@ rule write_reference:
         tables=get_all_tables,
     log:
         f"results/logs/{BENCH}/write_reference.log",
-    conda:
-        "../../envs/sure-ood.yaml"
     params:
         code=code_version("verify"),
         run=OUT,
@@ -36,4 +32,3 @@ rule write_reference:
     shell:
         "sure-ood verify {params.run:q} --write-reference {params.dest:q} "
         "--tables {params.tables} > {log:q} 2>&1"
-

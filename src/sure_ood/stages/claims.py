@@ -45,8 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         required=True,
         help="the claims (JSON): {id: claim} or a list of claims with `id`, each with its `rows`",
     )
-    p.add_argument("--published", default="{}", help="published numbers per table (JSON)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument(
+        "--published", required=True, help="published numbers per table (JSON; {} for none)"
+    )
+    p.add_argument("--n-boot", type=int, required=True, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--alpha", type=float, default=0.05, help="1 - interval level")
     p.add_argument("--out-csv", required=True, type=Path)

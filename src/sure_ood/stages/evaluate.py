@@ -66,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--row-id", required=True)
     p.add_argument("--checkpoints", nargs="*", default=[], type=Path, help="for provenance")
     p.add_argument("--features", nargs="*", default=[], type=Path, help="for provenance")
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--n-boot", type=int, required=True, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nan-policy", default="worst", choices=("raise", "worst"))
     p.add_argument("--out", required=True, type=Path)

@@ -26,16 +26,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split", required=True, nargs="+", help="one or more splits (one --out each, in order)"
     )
-    p.add_argument("--view", default="center")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16", "tf32"))
+    # the workflow passes every setting (defaults: the config schema), so none is restated here
+    p.add_argument("--view", required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--amp", required=True, choices=("none", "bf16", "fp16", "tf32"))
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
+    p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
     p.add_argument("--shard", type=int, default=0, help="which shard of the split (0-based)")
-    p.add_argument("--num-shards", type=int, default=1, help="cut the split into N shards")
+    p.add_argument("--num-shards", type=int, required=True, help="cut the split into N shards")
     p.add_argument("--out", required=True, type=Path, nargs="+")
 
 

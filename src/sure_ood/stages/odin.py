@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sure_ood.args import boolean
 from sure_ood.io import InputError
 
 
@@ -24,25 +25,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", required=True, help="benchmark config subtree (JSON)")
     p.add_argument("--data-dir", required=True, type=Path)
     p.add_argument("--split", required=True)
-    p.add_argument("--view", default="center")
-    p.add_argument("--temperature", type=float, default=1000.0)
-    p.add_argument("--epsilon", type=float, default=0.0014)
+    # the workflow passes every setting (its defaults live in the config schema and in
+    # sure_ood.config.odin_params), so a hand run names them too and scores as the workflow
+    p.add_argument("--view", required=True)
+    p.add_argument("--temperature", type=float, required=True)
+    p.add_argument("--epsilon", type=float, required=True)
     p.add_argument(
         "--std-scaled",
-        action="store_true",
+        type=boolean,
+        required=True,
+        metavar="{true,false}",
         help="divide the gradient sign by the normalisation std (OpenOOD; eps in pixel units)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--workers", type=int, required=True, help="DataLoader worker processes")
+    p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
     p.add_argument(
         "--amp",
-        default="none",
+        required=True,
         choices=("none", "bf16", "tf32"),
         help="precision on CUDA: none = float32 (the reference's), bf16 autocast, tf32 matmuls",
     )
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", required=True)
     p.add_argument("--out", required=True, type=Path)
 
 

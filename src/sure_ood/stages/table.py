@@ -44,7 +44,7 @@ NOT_SIGNIFICANT = "†"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", nargs="+", required=True, type=Path, help="row JSON files, in order")
     p.add_argument("--table", required=True, help="the table's config (JSON)")
-    p.add_argument("--n-boot", type=int, default=1000, help="paired bootstrap resamples (ref.)")
+    p.add_argument("--n-boot", type=int, required=True, help="paired bootstrap resamples (ref.)")
     p.add_argument("--seed", type=int, default=0, help="seed of the paired bootstrap")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (ref.)")
     p.add_argument("--out-csv", required=True, type=Path)

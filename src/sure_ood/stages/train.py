@@ -37,17 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", required=True, type=Path, help="resumable state folder")
     p.add_argument("--log", required=True, type=Path, help="training log (JSON lines) output")
     p.add_argument("--summary", required=True, type=Path, help="run summary (JSON) output")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    # the workflow passes every setting (defaults: the config schema), so none is restated here
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", required=True)
     p.add_argument(
         "--amp",
-        default="none",
+        required=True,
         choices=("none", "bf16", "fp16", "tf32"),
         help="precision on CUDA: autocast dtype, or tf32 matmuls (no effect on the CPU)",
     )
     p.add_argument("--channels-last", action="store_true", help="channels-last memory (CUDA)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--pin-memory", default="auto", choices=("auto", "true", "false"))
+    p.add_argument("--workers", type=int, required=True, help="DataLoader worker processes")
+    p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
     p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
 
 

@@ -1,0 +1,246 @@
+"""One source of truth for defaults, typed settings, and the per-job files of the workflow.
+
+- no rule restates a default the schema holds (a ``.get("bootstrap", 1000)`` would drift);
+- the settings the workflow always passes to odin are required options (no second default);
+- the typed settings read the schema's defaults (Snakemake's own validate fills them in);
+- a job file round-trips to the same argv as the options it holds; a missing, malformed or
+  foreign one is a one-line error naming the file; a job run logs the command that reruns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import shlex
+
+import pytest
+import yaml
+from conftest import ROOT, copy_workflow, run_snakemake
+from snakemake.utils import validate
+
+from sure_ood import settings
+from sure_ood.cli import main as cli_main
+from sure_ood.stages import odin as odin_stage
+
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def _schema_default_keys(node, out: set[str]) -> set[str]:
+    """Every property name of the schema that carries a ``default``."""
+    if isinstance(node, dict):
+        for key, sub in (node.get("properties") or {}).items():
+            if isinstance(sub, dict) and "default" in sub:
+                out.add(key)
+        for v in node.values():
+            _schema_default_keys(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _schema_default_keys(v, out)
+    return out
+
+
+def test_no_rule_restates_a_schema_default():
+    keys = _schema_default_keys(yaml.safe_load(SCHEMA.read_text()), set())
+    assert {"bootstrap", "extract_batch_size", "device", "amp"} <= keys  # the walk finds them
+    files = [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]
+    found = []
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            for key in re.findall(r"""\.get\(\s*["']([a-z_]+)["']\s*,""", line):
+                if key in keys:
+                    found.append(f"{f.name}:{n}: {line.strip()}")
+    assert not found, "defaults restated (the schema holds them):\n" + "\n".join(found)
+    # resources: res(rule, key) / grow(rule, key) read the schema's resources.x-defaults
+    calls = [
+        f"{f.name}: {c}"
+        for f in files
+        for c in re.findall(r"\b(?:res|grow)\([^()]*\)", f.read_text())
+        if c.count(",") != 1
+    ]
+    assert not calls, calls
+
+
+def test_rule_resources_fall_back_to_the_schemas_defaults():
+    defaults = yaml.safe_load(SCHEMA.read_text())["properties"]["resources"]["x-defaults"]
+    config = {"resources": {"default": {"mem_mb": 500}, "extract": {"gpu": 1}}}
+    assert settings.rule_resource(config, defaults, "extract", "gpu") == 1  # the rule's own
+    assert settings.rule_resource(config, defaults, "extract", "mem_mb") == 500  # default's
+    assert settings.rule_resource({}, defaults, "extract", "mem_mb") == 4000  # the schema's
+    assert settings.rule_resource({}, defaults, "score", "threads") == 1  # schema default's
+    with pytest.raises(KeyError, match="verify.mem_mb"):
+        settings.rule_resource({}, defaults, "verify", "mem_mb")
+
+
+def _digits_config() -> dict:
+    config = yaml.safe_load((ROOT / "config/digits_osr.yaml").read_text())
+    validate(config, str(SCHEMA))  # fills the schema's defaults, as the Snakefile does
+    return config
+
+
+def test_settings_are_the_schemas_defaults():
+    config = _digits_config()
+    for key in ("device", "extract_batch_size", "compute", "bootstrap", "numerics"):
+        config.pop(key, None)
+    validate(config, str(SCHEMA))
+    s = settings.Settings.from_config(config)
+    assert (s.device, s.extract_batch_size, s.bootstrap, s.numerics) == (
+        "auto",
+        256,
+        1000,
+        "portable",
+    )
+    assert s.compute == settings.Compute("none", 0, "auto", False)
+    # a null odin batch size is extract_batch_size
+    assert s.odin == settings.OdinCompute("none", 0, 256, "auto")
+
+
+def test_odin_settings_of_a_method_and_their_path_level():
+    openood = settings.OdinSettings.from_params({})
+    assert openood == settings.OdinSettings(1000.0, 0.0014, True)
+    ref = settings.OdinSettings.from_params({"preset": "reference", "temperature": 10})
+    assert ref == settings.OdinSettings(10.0, 0.0, False)
+    for s in (openood, ref, settings.OdinSettings(1e-07, 0.00140000001, True)):
+        levels = dict(level.split("~") for level in s.levels().split("/"))
+        assert settings.OdinSettings.from_levels(**levels) == s  # exact: no rounding
+    assert openood.levels() == "temperature~1000.0/epsilon~0.0014/std_scaled~true"
+
+
+def test_every_odin_setting_the_workflow_passes_is_required():
+    parser = argparse.ArgumentParser()
+    odin_stage.add_arguments(parser)
+    actions = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
+    config = _digits_config()
+    s = settings.Settings.from_config(config)
+    passed = {
+        **settings.OdinSettings.from_params({}).options(),
+        **s.odin.options(),
+        "--device": s.device,
+    }
+    for opt in passed:
+        assert actions[opt].required and actions[opt].default is None, opt
+
+
+def test_job_file_round_trips_to_the_options_argv(tmp_path):
+    options = {
+        "--model": {"b": 1, "a": [0.1, 2]},
+        "--split": ["id_test", "ood_test"],
+        "--channels-last": True,
+        "--nothing": False,
+        "--batch-size": 256,
+    }
+    path = settings.job_file(tmp_path, "extract", options)
+    again = settings.job_file(tmp_path, "extract", dict(reversed(options.items())))
+    assert again == path  # the name is the digest of the content, in any key order
+    argv = settings.expand_jobs(["--job", path, "--threads", "1"], "extract")
+    expected = settings.options_argv(dict(sorted(options.items()))) + ["--threads", "1"]
+    assert argv == expected
+    assert argv[argv.index("--model") + 1] == '{"a": [0.1, 2], "b": 1}'
+    assert "--nothing" not in argv and argv.count("--channels-last") == 1
+    other = settings.job_file(tmp_path, "extract", {**options, "--batch-size": 64})
+    assert other != path
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "job file not found"),
+        ("{not json", "not a valid job file"),
+        ('["--method", "msp"]', "not a job file"),
+        ('{"stage": "odin", "options": {}}', "written for stage 'odin', not for 'score'"),
+    ],
+    ids=["missing", "malformed", "not_a_mapping", "other_stage"],
+)
+def test_bad_job_file_is_one_line_naming_the_file(tmp_path, capsys, content, needle):
+    path = tmp_path / "job.json"
+    if content is not None:
+        path.write_text(content)
+    assert cli_main(["score", "--job", str(path), "--features", "f.npz"]) == 2
+    err = capsys.readouterr().err
+    # a job's log begins with its command (and, in-process, a numerics note): then one error
+    lines = [line for line in err.splitlines() if not line.startswith("sure-ood: ")]
+    assert len(lines) == 1, err
+    assert str(path) in lines[0] and needle in lines[0], err
+
+
+def test_a_job_run_logs_the_command_that_reruns_it(tmp_path, capsys, monkeypatch):
+    """Every workflow command names a --job file: such a run begins its log with the exact
+    command, whether or not the environment asks for it."""
+    monkeypatch.delenv("SURE_OOD_LOG_COMMAND", raising=False)
+    job = settings.job_file(tmp_path, "score", {"--list": True})
+    assert cli_main(["score", "--job", job]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == f"sure-ood: command: sure-ood --numerics portable score --job {job}"
+
+
+def test_job_options_reach_the_stage_as_on_the_command_line(tmp_path):
+    """The score job of a method with parameters parses to what the flags would give."""
+    from sure_ood.stages import score
+
+    parser = argparse.ArgumentParser()
+    score.add_arguments(parser)
+    opts = {"--method": "energy", "--param": [f"temperature={json.dumps(2.0)}"]}
+    job = settings.job_file(tmp_path, "score", opts)
+    by_job = parser.parse_args(settings.expand_jobs(["--job", job], "score"))
+    by_hand = parser.parse_args(["--method", "energy", "--param", "temperature=2.0"])
+    assert vars(by_job) == vars(by_hand)
+
+
+# Options of a job file with a meaning of their own when left out by hand (not a config default):
+# evaluate without --replicates scores replicates 0, 1, ...; without --config it records no
+# provenance. score's options are all optional (the same parser serves `score --list`).
+OPTIONAL_BY_DESIGN = {("evaluate", "--replicates"), ("evaluate", "--config")}
+
+
+def test_every_setting_the_workflow_passes_is_a_required_option(tmp_path):
+    """Dry-run the digits config, read every job's command and job files, and check that each
+    option a job file gives its stage is required there, with no default of its own (a
+    default would be a second copy of the schema's)."""
+    work = copy_workflow(tmp_path)
+    r = run_snakemake(work, "-n", "-p", "--configfile", "config/digits_osr.yaml")
+    commands = re.findall(r"^Shell command: (.+)$", r.stdout + r.stderr, re.M)
+    assert len(commands) > 50, r.stdout[-2000:]
+    checked: dict[str, set[str]] = {}
+    for command in commands:
+        argv = shlex.split(command.split(" > ")[0])
+        if argv[:1] != ["sure-ood"]:
+            continue  # `None`: a rule without a command (all)
+        stage = argv[1]
+        jobs = [argv[i + 1] for i, a in enumerate(argv) if a == "--job"]
+        for path in jobs:
+            data = json.loads((work / path).read_text())
+            if data["stage"] is None or stage == "score":
+                continue
+            checked.setdefault(stage, set()).update(data["options"])
+    assert set(checked) >= {"train", "extract", "odin", "evaluate", "table", "claims"}, checked
+    for stage, options in checked.items():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(f"sure_ood.stages.{stage}").add_arguments(parser)
+        actions = {o: a for a in parser._actions for o in a.option_strings}
+        for opt in sorted(options):
+            action = actions[opt]
+            if action.nargs == 0 or (stage, opt) in OPTIONAL_BY_DESIGN:
+                continue  # a switch (store_true), or optional by design
+            assert action.required and action.default is None, (stage, opt)
+
+
+def test_split_config_and_claim_rows_moved_from_the_rules_into_the_package():
+    from sure_ood.config import claim_table_rows, split_config
+
+    bench = {"name": "b", "source": "imagefolder", "seed": 0, "data_root": "/d", "normalization": 1}
+    assert split_config(bench) == {
+        "name": "b",
+        "source": "imagefolder",
+        "seed": 0,
+        "data_root": "/d",
+    }
+    assert "data_root" not in split_config(bench, with_location=False)
+    config = {
+        "tables": {"t": {"rows": {"a": {}, "b": {}, "c": {}}}},
+        "claims": {
+            "x": {"table": "t", "a": "b", "b": "a"},
+            "y": {"table": "t", "kind": "best_of", "a": "a"},
+        },
+    }
+    assert claim_table_rows(config) == [("t", "b"), ("t", "a"), ("t", "c")]
