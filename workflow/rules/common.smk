@@ -329,7 +329,7 @@ def get_score_code(wildcards):
 def method_needs(method_id):
     from sure_ood import scores
 
-    return set(scores.get(method_config(config, method_id)["method"]).needs)
+    return set(scores.needs_of(**method_config(config, method_id)))
 
 
 # ODIN's hyper-parameters belong to the `odin` rule (it runs the network); its scorers have none.
