@@ -26,7 +26,7 @@ test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH python -m pytest tests -m workflow $(ARGS)
 
 lint: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH sh -c 'ruff check src tests benchmarks && snakefmt --check Snakefile workflow && snakemake --lint'
+	PATH=$(CURDIR)/$(BIN):$$PATH sh -c 'ruff check src tests benchmarks examples && ruff format --check src tests benchmarks examples && snakefmt --check Snakefile workflow && snakemake --lint'
 
 ## reference: rerun each benchmark of REFERENCE_CONFIGS and rewrite its committed reference,
 ## results/reference/<bench>/ (table CSV/Markdown + manifest.json of sha256s), then the README
