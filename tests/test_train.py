@@ -141,7 +141,8 @@ def test_editing_a_score_never_retrains(tmp_path):
 def test_zero_epochs_keep_the_initial_weights(tmp_path, data_dir):
     """``epochs: 0`` (a pretrained baseline): no step is taken. The state's model and best
     weights are the seeded initial model, the log holds one epoch-0 record, finalize keeps
-    the weights as they are (``last``: SWA never ran) and a rerun trains nothing."""
+    the weights as they are (``last``: SWA never ran) and a rerun trains nothing (it used to
+    fail restoring the SWA model the epoch-0 state does not hold)."""
     from sure_ood.models import build_model, model_spec
     from sure_ood.training.setup import seed_everything
 

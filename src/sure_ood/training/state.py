@@ -113,7 +113,7 @@ def restore_training_state(
     model.load_state_dict(s["model"])
     optimizer.load_state_dict(s["optimizer"])
     cosine.load_state_dict(s["cosine"])
-    if swa is not None and swa[0] is not None:
+    if swa is not None and swa[0] is not None and "swa_model" in s:  # none at epoch 0
         swa[0].load_state_dict(s["swa_model"])
         swa[1].load_state_dict(s["swa_sched"])
     history.load_state_dict(s["crl"])
