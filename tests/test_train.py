@@ -165,3 +165,33 @@ def test_zero_epochs_keep_the_initial_weights(tmp_path, data_dir):
         torch.testing.assert_close(final[k], v, rtol=0, atol=0)
     assert _train(tmp_path, data_dir, recipe) == record  # resumed: nothing left to train
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("edited", "train_changes", "finalize_changes"),
+    [
+        ("training/engine.py", True, False),  # the loop: training only
+        ("training/state.py", True, True),  # the checkpoint layout: both read it
+        ("stages/finalize_swa.py", False, True),
+    ],
+)
+def test_code_versions_of_train_and_finalize_swa(tmp_path, edited, train_changes, finalize_changes):
+    """finalize_swa reads states through training/state.py alone, so editing the training loop
+    reruns training (a params trigger) but not, by itself, finalize_swa."""
+    import shutil
+    from pathlib import Path
+
+    import sure_ood
+    from sure_ood import code_version as cv
+
+    pkg = Path(sure_ood.__file__).parent
+    versions = []
+    for name, edit in (("base", False), ("new", True)):
+        root = tmp_path / name
+        shutil.copytree(pkg, root / "sure_ood", ignore=shutil.ignore_patterns("__pycache__"))
+        if edit:
+            f = root / "sure_ood" / edited
+            f.write_text(f.read_text() + "\nEDITED = 1\n")
+        versions.append({s: cv.code_version(s, root=root) for s in ("train", "finalize_swa")})
+    assert (versions[0]["train"] != versions[1]["train"]) is train_changes
+    assert (versions[0]["finalize_swa"] != versions[1]["finalize_swa"]) is finalize_changes
