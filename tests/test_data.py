@@ -11,6 +11,7 @@ from sure_ood.data import (
     class_prior,
     load_array_source,
     make_transform,
+    open_test_split,
     split_open_set,
     view_names,
 )
@@ -113,3 +114,21 @@ def test_five_crop_views_equal_torchvision_fivecrop():
         torch.testing.assert_close(got, expected[k])
     center = make_transform("center", 16, norm, crop_ratio=0.8)(img)
     torch.testing.assert_close(center, expected[4])
+
+
+def test_test_split_shards_concatenate_to_the_split(tmp_path):
+    """``open_test_split`` (what extract and odin read): its shards, in order, are the whole
+    split; more shards than images is refused, naming the split and view."""
+    bench = _bench()
+    prepare(bench, tmp_path)
+    whole, norm, where = open_test_split(bench, tmp_path, "id_test", "center", 8)
+    assert where == "split 'id_test', view 'center'" and list(norm.std) == [0.35]
+    labels = [int(whole[i][1]) for i in range(len(whole))]
+    parts = [open_test_split(bench, tmp_path, "id_test", "center", 8, None, k, 3) for k in range(3)]
+    assert [w for _, _, w in parts][1] == "split 'id_test', view 'center', shard 1 of 3"
+    assert [int(ds[i][1]) for ds, _, _ in parts for i in range(len(ds))] == labels
+    import torch
+
+    torch.testing.assert_close(parts[2][0][0][0], whole[len(parts[0][0]) + len(parts[1][0])][0])
+    with pytest.raises(InputError, match=r"split 'id_test', view 'center': \d+ images cannot fill"):
+        open_test_split(bench, tmp_path, "id_test", "center", 8, None, 0, 10_000)

@@ -63,23 +63,20 @@ def test_resume_restores_rng_and_optimizer_onto_a_non_cpu_model(tmp_path, digits
     ``meta`` (a device with no CPU storage, standing in for CUDA): the RNG states come back
     exactly as saved and the optimizer's state follows the parameters' device."""
     from sure_ood.models import build_model, model_spec
-    from sure_ood.stages.train import (
-        _make_optimizer,
-        load_training_state,
-        restore_training_state,
-        train,
-    )
+    from sure_ood.stages.train import train
+    from sure_ood.training.setup import TrainingJob, make_optimizer
+    from sure_ood.training.state import load_training_state, restore_training_state
     from sure_ood.tricks.crl import CorrectnessHistory
 
-    train(DIGITS, MODEL, RECIPE, 0, digits_data, tmp_path / "state", tmp_path / "log.jsonl",
-          stop_after_epoch=1)  # fmt: skip
+    job = TrainingJob(DIGITS, MODEL, RECIPE, 0, digits_data, tmp_path / "state", stop_after_epoch=1)
+    train(job, tmp_path / "log.jsonl")
     (path,) = tmp_path.glob("state/*/state.pt")
     s = load_training_state(path)
     assert s["rng"]["torch"].device.type == "cpu"  # whatever device trains, the RNG stays CPU
 
     spec = model_spec(MODEL, 6, RECIPE)
     model = build_model(spec).to("meta")
-    opt = _make_optimizer(model.parameters(), RECIPE)
+    opt = make_optimizer(model.parameters(), RECIPE)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2)
     history = CorrectnessHistory(len(s["crl"]["correctness"]))
     torch.manual_seed(123)
@@ -98,14 +95,14 @@ def test_resume_restores_rng_and_optimizer_onto_a_non_cpu_model(tmp_path, digits
 def test_rng_state_mapped_off_the_cpu_is_brought_back(monkeypatch):
     """``torch.set_rng_state`` only takes CPU ByteTensors: a state tensor delivered as another
     dtype/layout (what a device-mapped load gives, after ``.to``) is converted, not refused."""
-    from sure_ood.stages.train import _rng_state, _set_rng_state
+    from sure_ood.training.state import rng_state, set_rng_state
 
     torch.manual_seed(5)
-    saved = _rng_state("cpu")
+    saved = rng_state("cpu")
     expected = torch.rand(3)
     mapped = {**saved, "torch": saved["torch"].to(torch.int16)}  # not a ByteTensor any more
     torch.manual_seed(99)
-    _set_rng_state(mapped)
+    set_rng_state(mapped)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -130,7 +127,7 @@ NORM3 = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 def _batches(ds, rank: int, world: int, workers: int, seed: int = 0, epoch: int = 1):
     """The loader's batches in order, {index: image}, and 4 RegMixup draws of the rank."""
-    from sure_ood.stages.train import epoch_loader
+    from sure_ood.training.engine import epoch_loader
 
     info = DistInfo(rank, world, rank, "cpu")
     loader, _, mix = epoch_loader(ds, 8, seed, epoch, info, {"num_workers": workers})

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from sure_ood.io import InputError
-from sure_ood.models import build_model, load_init, load_model, model_spec, save_model
+from sure_ood.models import (
+    build_model,
+    initial_model,
+    load_init,
+    load_model,
+    model_spec,
+    save_model,
+)
 
 MODEL = {
     "arch": "deit3_small_patch16_224",
@@ -73,3 +80,35 @@ def test_bad_init_files_are_named(tmp_path):
     torch.save(wrong.state_dict(), tmp_path / "wrong.pt")
     with pytest.raises(InputError, match="wrong.pt"):
         load_init(m, tmp_path / "wrong.pt")
+
+
+def test_initial_model_follows_recipe_init_and_the_init_override(tmp_path):
+    """``recipe.init`` as the train stage reads it: ``{file}`` loads that file; ``--init``
+    (``init_path``) wins over it, and is what ``{recipe}`` (another run's weights) gets; a
+    timm tag's file is timm's, not a run-defining init file. The returned file is the one
+    whose bytes fingerprint the run."""
+    spec = model_spec(MODEL, 6)
+    a, b = build_model(spec), build_model(spec)
+    save_model(tmp_path / "a.safetensors", a, spec)
+    save_model(tmp_path / "b.safetensors", b, spec)
+    fa, fb = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+
+    m, f = initial_model(spec, {"file": fa})
+    assert f == fa
+    torch.testing.assert_close(m.blocks[0].attn.qkv.weight, a.blocks[0].attn.qkv.weight)
+    m, f = initial_model(spec, {"file": fa}, init_path=fb)
+    assert f == fb
+    torch.testing.assert_close(m.blocks[0].attn.qkv.weight, b.blocks[0].attn.qkv.weight)
+    m, f = initial_model(spec, {"recipe": "baseline"}, init_path=fa)
+    assert f == fa
+    torch.testing.assert_close(m.pos_embed, a.pos_embed)
+    for init in ("none", None):
+        m, f = initial_model(spec, init)
+        assert f is None and m.head.weight.shape == (6, 24)
+
+    pretrained = build_model(model_spec(MODEL, 1000))
+    torch.save(pretrained.state_dict(), tmp_path / "pretrained.pth")
+    tag = {"timm_tag": "fb_in1k", "file": str(tmp_path / "pretrained.pth")}
+    m, f = initial_model(spec, tag)
+    assert f is None
+    torch.testing.assert_close(m.pos_embed, pretrained.pos_embed)

@@ -362,7 +362,8 @@ def _crafted_pickle(path: Path, marker: Path) -> None:
 
 
 def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
-    from sure_ood.stages.train import run_fingerprint, train
+    from sure_ood.stages.train import train
+    from sure_ood.training.setup import TrainingJob, run_fingerprint
 
     marker = tmp_path / "pwned"
     from sure_ood.data import TRAIN_SPLITS, split_identity  # the training images' digest
@@ -372,9 +373,9 @@ def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
     )
     (tmp_path / "state" / fp).mkdir(parents=True)
     _crafted_pickle(tmp_path / "state" / fp / "state.pt", marker)
+    job = TrainingJob(BENCH, MODEL, BASELINE, 3, data_dir, tmp_path / "state", device="cpu")
     with pytest.raises(InputError, match=r"state\.pt: unreadable training state"):
-        train(BENCH, MODEL, BASELINE, 3, data_dir, tmp_path / "state", tmp_path / "log.jsonl",
-              threads=1, device="cpu")  # fmt: skip
+        train(job, tmp_path / "log.jsonl")
     assert not marker.exists(), "resuming ran code from the state file"
 
 

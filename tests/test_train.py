@@ -16,6 +16,7 @@ from sure_ood.io import load_state_dict
 from sure_ood.stages.finalize_swa import finalize
 from sure_ood.stages.prepare_data import prepare
 from sure_ood.stages.train import train
+from sure_ood.training.setup import TrainingJob
 
 BENCH = {
     "name": "digits_osr",
@@ -66,17 +67,8 @@ def _state(run_dir):
 
 
 def _train(tmp, data_dir, recipe, **kw):
-    return train(
-        BENCH,
-        MODEL,
-        recipe,
-        0,
-        data_dir,
-        tmp / "state",
-        tmp / "log.jsonl",
-        summary_path=tmp / "run.json",
-        **kw,
-    )
+    job = TrainingJob(BENCH, MODEL, recipe, 0, data_dir, tmp / "state", **kw)
+    return train(job, tmp / "log.jsonl", summary_path=tmp / "run.json")
 
 
 def test_swa_final_weights_are_the_mean_of_the_epoch_snapshots(tmp_path, data_dir):
@@ -144,3 +136,62 @@ def test_editing_a_score_never_retrains(tmp_path):
     cv._MODULES.clear()
     assert code_version("train", root=tmp_path) == before["train"]
     assert code_version("score", root=tmp_path) != before["score"]
+
+
+def test_zero_epochs_keep_the_initial_weights(tmp_path, data_dir):
+    """``epochs: 0`` (a pretrained baseline): no step is taken. The state's model and best
+    weights are the seeded initial model, the log holds one epoch-0 record, finalize keeps
+    the weights as they are (``last``: SWA never ran) and a rerun trains nothing (it used to
+    fail restoring the SWA model the epoch-0 state does not hold)."""
+    from sure_ood.models import build_model, model_spec
+    from sure_ood.training.setup import seed_everything
+
+    recipe = {"epochs": 0, "batch_size": 64, "lr": 0.05, "swa_start_epoch": 0, "swa_lr": 0.01}
+    record = _train(tmp_path, data_dir, recipe)
+    seed_everything(0)
+    initial = build_model(model_spec(MODEL, 6, recipe)).state_dict()
+    state = _state(tmp_path)
+    assert state["epoch"] == 0 and "swa_model" not in state and "swa_active" not in state
+    for k, v in initial.items():
+        torch.testing.assert_close(state["model"][k], v, rtol=0, atol=0)
+        torch.testing.assert_close(state["best"]["weights"][k], v, rtol=0, atol=0)
+    assert record["epoch"] == 0 and record["lr"] == 0.0 and record["train_loss"] is None
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["epochs"] == 0 and summary["best_epoch"] == 0
+    assert summary["best_val_acc"] == record["val_acc"] and 0.0 <= record["val_acc"] <= 1.0
+    assert finalize(tmp_path / "run.json", tmp_path / "final.safetensors") == "last"
+    final = load_state_dict(tmp_path / "final.safetensors")
+    for k, v in initial.items():
+        torch.testing.assert_close(final[k], v, rtol=0, atol=0)
+    assert _train(tmp_path, data_dir, recipe) == record  # resumed: nothing left to train
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("edited", "train_changes", "finalize_changes"),
+    [
+        ("training/engine.py", True, False),  # the loop: training only
+        ("training/state.py", True, True),  # the checkpoint layout: both read it
+        ("stages/finalize_swa.py", False, True),
+    ],
+)
+def test_code_versions_of_train_and_finalize_swa(tmp_path, edited, train_changes, finalize_changes):
+    """finalize_swa reads states through training/state.py alone, so editing the training loop
+    reruns training (a params trigger) but not, by itself, finalize_swa."""
+    import shutil
+    from pathlib import Path
+
+    import sure_ood
+    from sure_ood import code_version as cv
+
+    pkg = Path(sure_ood.__file__).parent
+    versions = []
+    for name, edit in (("base", False), ("new", True)):
+        root = tmp_path / name
+        shutil.copytree(pkg, root / "sure_ood", ignore=shutil.ignore_patterns("__pycache__"))
+        if edit:
+            f = root / "sure_ood" / edited
+            f.write_text(f.read_text() + "\nEDITED = 1\n")
+        versions.append({s: cv.code_version(s, root=root) for s in ("train", "finalize_swa")})
+    assert (versions[0]["train"] != versions[1]["train"]) is train_changes
+    assert (versions[0]["finalize_swa"] != versions[1]["finalize_swa"]) is finalize_changes

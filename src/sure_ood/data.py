@@ -436,18 +436,6 @@ def read_manifest(path):
         raise InputError(f"{path}: cannot read the data manifest ({e})") from e
 
 
-@dataclass
-class TestLoader:
-    """What a test-time stage needs: the model, its spec, a loader and where it runs."""
-
-    model: Any
-    spec: dict
-    loader: Any
-    device: str
-    norm: Normalization
-    where: str
-
-
 def shard_range(n: int, shard: int, num_shards: int) -> range:
     """Rows of shard ``shard`` of ``num_shards`` near-equal contiguous shards of ``range(n)``
     (concatenating the shards in order gives back ``range(n)``)."""
@@ -458,46 +446,34 @@ def shard_range(n: int, shard: int, num_shards: int) -> range:
     return range(start, start + q + (1 if shard < r else 0))
 
 
-def open_test_loader(
-    test_model,
+def open_test_split(
     bench: dict,
     data_dir,
     split: str,
     view: str,
-    batch_size: int = 256,
-    workers: int = 0,
-    device: str = "auto",
+    img_size: int,
+    model=None,
     shard: int = 0,
     num_shards: int = 1,
-    pin_memory: bool | None = None,
-) -> TestLoader:
-    """Load a test model and a loader over one split, view (and shard) of a benchmark.
+):
+    """One split, view (and shard) of a prepared benchmark as the test-time stages see it:
+    ``(dataset, normalization, where)``, ``where`` naming them for messages.
 
-    Shared by the stages that run the network at test time (``extract``, ``odin``), so both
-    see exactly the same images: transforms from the config or the model's timm
-    ``pretrained_cfg`` (:func:`resolve_transform_config`).
-    """
+    Transforms from the config, else from ``model``'s timm ``pretrained_cfg``
+    (:func:`resolve_transform_config`), so ``extract`` and ``odin`` see exactly the same
+    images (:func:`sure_ood.inference.open_test_loader`)."""
     from pathlib import Path
 
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import Subset
 
-    from sure_ood.models import load_model, resolve_device
-
-    device = resolve_device(device)
-    model, spec = load_model(test_model, device)
     manifest = read_manifest(Path(data_dir) / "manifest.parquet")
     tcfg = resolve_transform_config(bench, model)
     norm = tcfg.pop("norm")
-    ds = open_split(bench, manifest, split, make_transform(view, spec["img_size"], norm, **tcfg))
+    ds = open_split(bench, manifest, split, make_transform(view, img_size, norm, **tcfg))
     where = f"split {split!r}, view {view!r}"
     if num_shards > len(ds):
         raise InputError(f"{where}: {len(ds)} images cannot fill {num_shards} shards")
     if num_shards > 1:
         ds = Subset(ds, list(shard_range(len(ds), shard, num_shards)))
         where += f", shard {shard} of {num_shards}"
-    if pin_memory is None:
-        pin_memory = device.startswith("cuda")
-    loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
-    )
-    return TestLoader(model, spec, loader, device, norm, where)
+    return ds, norm, where

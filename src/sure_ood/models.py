@@ -78,6 +78,25 @@ def build_model(spec: dict, pretrained_tag: str | None = None, pretrained_file: 
     return model
 
 
+def initial_model(spec: dict, init: dict | str | None, init_path: str | None = None):
+    """The model a run starts from, and the local weights file it was initialised from (None
+    if none; its bytes are part of the run's fingerprint).
+
+    ``init`` is the recipe's: ``none`` (timm's random init), ``{"timm_tag": T}`` (timm's
+    pretrained weights ``arch.T``, read from ``file`` when given, see :func:`build_model`),
+    ``{"file": F}`` (a local checkpoint, :func:`load_init`), or ``{"recipe": ...}`` (another
+    run's final weights, which the workflow passes as ``init_path``). ``init_path`` (the
+    stage's ``--init``) is loaded with :func:`load_init` over whatever ``init`` built."""
+    init = init or "none"
+    tag = init.get("timm_tag") if isinstance(init, dict) else None
+    tag_file = init.get("file") if isinstance(init, dict) and tag else None
+    model = build_model(spec, pretrained_tag=tag, pretrained_file=tag_file)
+    file_init = init_path or (init.get("file") if isinstance(init, dict) and not tag else None)
+    if file_init:
+        load_init(model, file_init)
+    return model, file_init
+
+
 def head_of(model):
     """The classifier module (the layer whose input is the cached ``features``)."""
     return model.get_classifier()

@@ -136,7 +136,7 @@ def extract(
 
     from sure_ood import numerics
     from sure_ood.cache import FeatureCache, save_cache
-    from sure_ood.data import open_test_loader
+    from sure_ood.inference import open_test_loader
 
     numerics.configure_torch(threads)  # portable: 1 thread, pinned kernels
     t = open_test_loader(

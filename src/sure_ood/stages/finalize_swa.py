@@ -20,32 +20,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="final weights (.safetensors)")
 
 
-def final_weights(state: dict) -> tuple[dict, str]:
-    """The state dict to keep and a word saying which one it is."""
-    if state.get("select", "last") == "best_val":
-        return state["best"]["weights"], f"best_val (epoch {state['best']['epoch']})"
-    if state.get("swa_active"):
-        prefix = "module."
-        weights = {
-            k[len(prefix) :]: v for k, v in state["swa_model"].items() if k.startswith(prefix)
-        }
-        return weights, "swa"
-    return state["model"], "last"
-
-
 def finalize(summary_path: Path, out: Path) -> str:
-    import torch
-
+    """Write the final weights of the run ``summary_path`` describes; returns which they are
+    (:func:`sure_ood.training.state.final_weights`)."""
     from sure_ood.models import build_model, save_model
+    from sure_ood.training.state import final_weights, load_training_state
 
     summary = read_json(summary_path)
     state_path = Path(summary["state"])
     if not state_path.exists():
         raise InputError(f"{summary_path}: its training state {state_path} does not exist")
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{state_path}: unreadable training state ({e})") from e
+    state = load_training_state(state_path)
     spec = json.loads(state["spec"])
     weights, which = final_weights(state)
     model = build_model(spec)

@@ -77,8 +77,8 @@ def odin(
 
     from sure_ood import numerics
     from sure_ood.cache import load_cache, save_cache
-    from sure_ood.data import open_test_loader
     from sure_ood.distributed import autocast, check_precision
+    from sure_ood.inference import open_test_loader
     from sure_ood.progress import track
     from sure_ood.scores.odin import ODIN_KEY, odin_scores
 

@@ -1,6 +1,7 @@
 """Training tricks of the SURE recipe, each a small pure function or module (docs/method.md).
 
-Composed by the training loop (:mod:`sure_ood.stages.train`); switches live in the recipe config.
+Composed by the training engine (:mod:`sure_ood.training.engine`); switches live in the recipe
+config.
 """
 
 from .cosine_head import CosineHead, replace_head
