@@ -78,7 +78,7 @@ def test_published_config_matches_the_spec():
 def _with_job_files(work, out: str) -> str:
     """The dry run's text and, after it, each per-job file it names (`--job FILE`): its JSON
     and its options as a command line."""
-    from sure_ood.settings import options_argv
+    from sure_ood.jobs import options_argv
 
     texts = []
     for f in sorted(set(re.findall(r"--job (\S+)", out))):

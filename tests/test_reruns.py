@@ -203,6 +203,9 @@ def _append(rel: str, text: str):
         ("scores/msp.py", "score", True),  # registered by the scores package
         ("stages/train.py", "evaluate", False),  # not run by evaluate
         ("stages/histogram.py", "score", False),
+        # the CLI reads job files for every stage: that must not pull the registry in
+        ("scores/msp.py", "train", False),
+        ("scores/msp.py", "extract", False),
         # the odin stage imports ODIN's module, not the registry: only ODIN's code counts
         ("scores/odin.py", "odin", True),
         ("stages/odin.py", "odin", True),

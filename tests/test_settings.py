@@ -20,7 +20,7 @@ import yaml
 from conftest import ROOT, copy_workflow, run_snakemake
 from snakemake.utils import validate
 
-from sure_ood import settings
+from sure_ood import jobs, settings
 from sure_ood.cli import main as cli_main
 from sure_ood.stages import odin as odin_stage
 
@@ -130,15 +130,15 @@ def test_job_file_round_trips_to_the_options_argv(tmp_path):
         "--nothing": False,
         "--batch-size": 256,
     }
-    path = settings.job_file(tmp_path, "extract", options)
-    again = settings.job_file(tmp_path, "extract", dict(reversed(options.items())))
+    path = jobs.job_file(tmp_path, "extract", options)
+    again = jobs.job_file(tmp_path, "extract", dict(reversed(options.items())))
     assert again == path  # the name is the digest of the content, in any key order
-    argv = settings.expand_jobs(["--job", path, "--threads", "1"], "extract")
-    expected = settings.options_argv(dict(sorted(options.items()))) + ["--threads", "1"]
+    argv = jobs.expand_jobs(["--job", path, "--threads", "1"], "extract")
+    expected = jobs.options_argv(dict(sorted(options.items()))) + ["--threads", "1"]
     assert argv == expected
     assert argv[argv.index("--model") + 1] == '{"a": [0.1, 2], "b": 1}'
     assert "--nothing" not in argv and argv.count("--channels-last") == 1
-    other = settings.job_file(tmp_path, "extract", {**options, "--batch-size": 64})
+    other = jobs.job_file(tmp_path, "extract", {**options, "--batch-size": 64})
     assert other != path
 
 
@@ -168,7 +168,7 @@ def test_a_job_run_logs_the_command_that_reruns_it(tmp_path, capsys, monkeypatch
     """Every workflow command names a --job file: such a run begins its log with the exact
     command, whether or not the environment asks for it."""
     monkeypatch.delenv("SURE_OOD_LOG_COMMAND", raising=False)
-    job = settings.job_file(tmp_path, "score", {"--list": True})
+    job = jobs.job_file(tmp_path, "score", {"--list": True})
     assert cli_main(["score", "--job", job]) == 0
     first = capsys.readouterr().err.splitlines()[0]
     assert first == f"sure-ood: command: sure-ood --numerics portable score --job {job}"
@@ -181,8 +181,8 @@ def test_job_options_reach_the_stage_as_on_the_command_line(tmp_path):
     parser = argparse.ArgumentParser()
     score.add_arguments(parser)
     opts = {"--method": "energy", "--param": [f"temperature={json.dumps(2.0)}"]}
-    job = settings.job_file(tmp_path, "score", opts)
-    by_job = parser.parse_args(settings.expand_jobs(["--job", job], "score"))
+    job = jobs.job_file(tmp_path, "score", opts)
+    by_job = parser.parse_args(jobs.expand_jobs(["--job", job], "score"))
     by_hand = parser.parse_args(["--method", "energy", "--param", "temperature=2.0"])
     assert vars(by_job) == vars(by_hand)
 

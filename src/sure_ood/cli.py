@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stage(stage: str, argv: list[str], mode: str) -> int:
-    from sure_ood import numerics, settings
+    from sure_ood import jobs, numerics
     from sure_ood.io import InputError
 
     late = numerics.apply(mode)
@@ -125,7 +125,7 @@ def _run_stage(stage: str, argv: list[str], mode: str) -> int:
         help="a per-job file written by the workflow (its options, in place of --job)",
     )
     try:
-        expanded = settings.expand_jobs(argv[1:], stage)
+        expanded = jobs.expand_jobs(argv[1:], stage)
     except InputError as e:
         print(f"sure-ood {stage}: error: {e}", file=sys.stderr)
         return 2

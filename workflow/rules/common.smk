@@ -22,7 +22,8 @@ from sure_ood.config import (
 from sure_ood.config import split_config as benchmark_split_config
 from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
-from sure_ood.settings import OdinSettings, Settings, job_file, rule_resource
+from sure_ood.jobs import job_file
+from sure_ood.settings import OdinSettings, Settings, rule_resource
 
 check_config(config)
 
@@ -71,7 +72,7 @@ def get_split_config(with_location=True):
     return as_json(split_config(with_location))
 
 
-# ---- per-job files: a stage's config-derived options (sure_ood.settings.job_file) ----------
+# ---- per-job files: a stage's config-derived options (sure_ood.jobs.job_file) --------------
 # The command names the file (`--job FILE`), so it holds paths and short values only. The
 # file's name is the digest of its content, so it is an input (ancient: its time never matters)
 # whose path changes exactly when a setting of the job does: that is the rerun trigger.
