@@ -195,7 +195,7 @@ def final_weights(state: dict) -> tuple[dict, str]:
     """The weights a finished run keeps, and a word saying which: the best validation
     epoch's with ``select: best_val``, else the SWA average where SWA was active (its
     ``module.`` entries, without ``n_averaged``), else the last model
-    (docs/method.md#swa-and-model-selection)."""
+    (docs/method.md#swa)."""
     if state.get("select", "last") == "best_val":
         return state["best"]["weights"], f"best_val (epoch {state['best']['epoch']})"
     if state.get("swa_active"):
