@@ -96,6 +96,22 @@ def test_settings_are_the_schemas_defaults():
     assert s.odin == settings.OdinCompute("none", 0, 256, "auto")
 
 
+def test_the_python_apis_batch_size_is_the_schemas():
+    """extract(), odin() and open_test_loader() default to inference.BATCH_SIZE, so a Python
+    caller gets the batch the workflow passes (the schema's extract_batch_size)."""
+    import inspect
+
+    from sure_ood import inference
+    from sure_ood.stages import extract, odin
+
+    config = _digits_config()
+    config.pop("extract_batch_size", None)
+    validate(config, str(SCHEMA))
+    assert inference.BATCH_SIZE == config["extract_batch_size"]
+    for fn in (extract.extract, odin.odin, inference.open_test_loader):
+        assert inspect.signature(fn).parameters["batch_size"].default == inference.BATCH_SIZE
+
+
 def test_odin_settings_of_a_method_and_their_path_level():
     openood = settings.OdinSettings.from_params({})
     assert openood == settings.OdinSettings(1000.0, 0.0014, True)

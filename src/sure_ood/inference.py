@@ -12,6 +12,10 @@ from typing import Any
 
 from sure_ood.data import Normalization, open_test_split
 
+# Images per forward pass when a Python caller gives none (extract, odin, open_test_loader). It
+# equals the schema's `extract_batch_size` default, which the workflow passes (a test checks).
+BATCH_SIZE = 256
+
 
 @dataclass
 class TestLoader:
@@ -31,7 +35,7 @@ def open_test_loader(
     data_dir,
     split: str,
     view: str,
-    batch_size: int = 256,
+    batch_size: int = BATCH_SIZE,
     workers: int = 0,
     device: str = "auto",
     shard: int = 0,

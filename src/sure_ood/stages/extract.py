@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sure_ood.inference import BATCH_SIZE
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-model", required=True, type=Path)
@@ -123,7 +125,7 @@ def extract(
     split: str,
     view: str,
     out: Path,
-    batch_size: int = 256,
+    batch_size: int = BATCH_SIZE,
     workers: int = 0,
     threads: int = 1,
     device: str = "auto",

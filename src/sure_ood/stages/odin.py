@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sure_ood.args import boolean
+from sure_ood.inference import BATCH_SIZE
 from sure_ood.io import InputError
 
 
@@ -62,7 +63,7 @@ def odin(
     epsilon: float,
     std_scaled: bool,
     out: Path,
-    batch_size: int = 256,
+    batch_size: int = BATCH_SIZE,
     threads: int = 1,
     device: str = "auto",
     workers: int = 0,
