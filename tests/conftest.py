@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,16 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 
             f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}"
         )
     return r
+
+
+# the longest command a job may have (the log begins with it: a reader reruns it by hand)
+MAX_COMMAND = 300
+
+
+def shell_commands(dry_run_output: str) -> list[str]:
+    """The shell commands of a ``snakemake -n -p`` run (rules without a command left out)."""
+    found = re.findall(r"^Shell command: (.+)$", dry_run_output, re.M)
+    return [c for c in found if c.strip() != "None"]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow, run_snakemake
+from conftest import MAX_COMMAND, ROOT, copy_workflow, run_snakemake, shell_commands
 from imagefolder_fixture import KNOWN, make_imagefolder
 
 pytestmark = pytest.mark.workflow
@@ -95,8 +95,10 @@ def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
     )  # fmt: skip
     out = r.stdout + r.stderr
     jobs = _job_counts(out)
+    commands = shell_commands(out)
+    assert len(commands) > 100 and max(map(len, commands)) <= MAX_COMMAND, max(commands, key=len)
+    out = _with_job_files(work, out)  # the settings and paths of each command
     assert "--shard 3 " in out
-    out = _with_job_files(work, out)  # the settings of each command
     # runs: baseline, sure seed 0, sure seed 1; test models: baseline, sure (LN), sure no-LN,
     # no-LN 480, soup of seeds 0+1 at 480
     assert jobs["prepare_data"] == 1 and jobs["train"] == 3 and jobs["make_test_model"] == 5
@@ -107,7 +109,7 @@ def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
     # views of the souped 480 model
     assert jobs["merge_features"] == 3 * (5 + 5)
     # two GPUs per training job: one torchrun process each; bf16 + channels-last on CUDA
-    assert "torchrun --standalone --nnodes=1 --nproc_per_node=2 -m sure_ood -- train" in out
+    assert "torchrun --standalone --nproc_per_node=2 -m sure_ood -- train" in out
     # float32 as the reference ran (bf16 / tf32 are options), channels-last on CUDA
     assert "--amp none" in out and "--channels-last" in out
     # the zero-epoch baseline is one process on one GPU (a validation pass), not torchrun on

@@ -17,7 +17,7 @@ import shlex
 
 import pytest
 import yaml
-from conftest import ROOT, copy_workflow, run_snakemake
+from conftest import MAX_COMMAND, ROOT, copy_workflow, run_snakemake, shell_commands
 from snakemake.utils import validate
 
 from sure_ood import jobs, settings
@@ -215,8 +215,10 @@ def test_every_setting_the_workflow_passes_is_a_required_option(tmp_path):
     default would be a second copy of the schema's)."""
     work = copy_workflow(tmp_path)
     r = run_snakemake(work, "-n", "-p", "--configfile", "config/digits_osr.yaml")
-    commands = re.findall(r"^Shell command: (.+)$", r.stdout + r.stderr, re.M)
+    commands = shell_commands(r.stdout + r.stderr)
     assert len(commands) > 50, r.stdout[-2000:]
+    # short commands: the paths and settings are in the job files (`--job FILE`)
+    assert max(map(len, commands)) <= MAX_COMMAND, max(commands, key=len)
     checked: dict[str, set[str]] = {}
     for command in commands:
         argv = shlex.split(command.split(" > ")[0])
@@ -226,9 +228,12 @@ def test_every_setting_the_workflow_passes_is_a_required_option(tmp_path):
         jobs = [argv[i + 1] for i, a in enumerate(argv) if a == "--job"]
         for path in jobs:
             data = json.loads((work / path).read_text())
-            if data["stage"] is None or stage == "score":
-                continue
-            checked.setdefault(stage, set()).update(data["options"])
+            if data["stage"] is None or stage == "score" or "settings" not in data:
+                continue  # the benchmark's location, score's optional options, paths only
+            # the job's resolved file includes its settings' job file (the config-derived part)
+            settings = json.loads((work / data["settings"]).read_text())["options"]
+            assert settings.items() <= data["options"].items(), path
+            checked.setdefault(stage, set()).update(settings)
     assert set(checked) >= {"train", "extract", "odin", "evaluate", "table", "claims"}, checked
     for stage, options in checked.items():
         parser = argparse.ArgumentParser()

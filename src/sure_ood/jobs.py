@@ -47,17 +47,25 @@ def options_argv(options: Options) -> list[str]:
     return argv
 
 
-def job_text(stage: str | None, options: Options) -> str:
-    return json.dumps({"stage": stage, "options": options}, sort_keys=True, indent=1) + "\n"
+def job_text(stage: str | None, options: Options, settings: str | None = None) -> str:
+    data: dict[str, Any] = {"stage": stage, "options": options}
+    if settings is not None:
+        data["settings"] = settings
+    return json.dumps(data, sort_keys=True, indent=1) + "\n"
 
 
 def job_file(
-    folder: str | os.PathLike, stage: str | None, options: Options, name: str | None = None
+    folder: str | os.PathLike,
+    stage: str | None,
+    options: Options,
+    name: str | None = None,
+    settings: str | None = None,
 ) -> str:
     """Write ``{"stage", "options"}`` to ``<folder>/<name or stage>/<digest>.json`` unless it
     is there (atomically: concurrent writers of one digest write the same bytes); return its
-    path. A file of stage None serves any stage (the benchmark's location)."""
-    text = job_text(stage, options)
+    path. A file of stage None serves any stage (the benchmark's location). ``settings``: the
+    job file of the config-derived settings that ``options`` include (recorded, not read)."""
+    text = job_text(stage, options, settings)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     path = Path(folder) / (name or stage or "any") / f"{digest}.json"
     if not path.exists():

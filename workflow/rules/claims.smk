@@ -28,7 +28,6 @@ rule claims:
         runtime=res("claims", "runtime"),
     params:
         code=code_version("claims"),
+        args=job_args("claims", tables_args),
     shell:
-        "sure-ood claims --job {input.job:q} --rows {input.rows:q} "
-        "--out-csv {output.csv:q} --out-md {output.md:q} --out-html {output.html:q} "
-        "> {log:q} 2>&1"
+        "sure-ood claims --job {params.args:q} > {log:q} 2>&1"

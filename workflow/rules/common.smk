@@ -79,9 +79,37 @@ def get_split_config(with_location=True):
 JOBS = f"{OUT}/jobs"
 
 
-def job(stage, options, name=None):
+def job(stage, options, name=None, settings=None):
     """The per-job file of `stage` holding `options` (written once, at DAG-building time)."""
-    return job_file(JOBS, stage, options, name)
+    return job_file(JOBS, stage, options, name, settings)
+
+
+def job_args(stage, arguments, threads=False):
+    """A params function: the job's resolved arguments in one job file,
+    `jobs/<stage>/<digest>.json`, whose path the command names with `--job`: the options of
+    its settings' job file (`input.job`, when the rule has one), then its own arguments,
+    `arguments(wildcards, input, output)` -> options (its input and output paths and values
+    taken from its wildcards), then `--threads` (with `threads=True`). So a command stays short
+    (a row of 3 replicates x 5 views reads 15 score files and 30 feature caches) and still
+    reruns the job by hand. The settings' job file stays the rule's (ancient) input: the rerun
+    trigger of a changed setting; this file's path changes only with the job's own values.
+    """
+
+    def write(wildcards, input, output, threads):
+        options, settings = {}, None
+        if "job" in input.keys():
+            settings = input.job
+            with open(settings) as fh:
+                options.update(json.load(fh)["options"])
+        for opt, value in arguments(wildcards, input, output).items():
+            plain = isinstance(value, (str, int, float, bool, type(None)))
+            options[opt] = value if plain else list(value)
+        if with_threads:
+            options["--threads"] = threads
+        return job(stage, options, settings=settings)
+
+    with_threads = threads
+    return write
 
 
 RESOURCE_DEFAULTS = load_schema(workflow.source_path("../schemas/config.schema.yaml"))[
@@ -111,33 +139,43 @@ FEATURES = f"{OUT}/features/{{test_model}}/view~{{view}}"
 
 
 def extract_shapes():
-    """The extract rules (one body in extract.smk): name -> output, log stem, splits. Grouped,
+    """The extract rules (one body in extract.smk): name -> output, log stem. Grouped,
     `extract` writes every test split and `extract_train` the fitting splits (train, val) at
     the centre view; else `extract` writes one split, or one temporary shard of it."""
     if EXTRACT_GROUPED:
         group = {
             "output": [f"{FEATURES}/split~{s}.npz" for s in TEST_SPLITS],
             "stem": "features/{test_model}/view~{view}/extract",
-            "splits": " ".join(TEST_SPLITS),
         }
         fit = {
             "output": f"{OUT}/features/{{test_model}}/view~{{view,center}}/split~{{split,train|val}}.npz",
             "stem": "features/{test_model}/view~{view}/split~{split}",
-            "splits": "{split}",
         }
         return {"extract": group, "extract_train": fit}
     path = f"{FEATURES}/{SPLIT_STEM}.npz"
     one = {
         "output": temp(path) if EXTRACT_SHARDS > 1 else path,
         "stem": f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}",
-        "splits": "{split}",
     }
     return {"extract": one}
 
 
-def get_shard_arg(wildcards):
-    """`--shard i` of a sharded extract job (the count is in its job file)."""
-    return f"--shard {int(wildcards.shard)}" if EXTRACT_SHARDS > 1 else ""
+def extract_args(wildcards, input, output):
+    """The test model, the splits, the view and (sharded) `--shard i` (the count is in the
+    settings' job file)."""
+    return {
+        "--test-model": input.model,
+        "--data-dir": os.path.dirname(input.manifest),
+        "--split": split_names(wildcards),
+        "--view": wildcards.view,
+        "--shard": int(wildcards.shard) if EXTRACT_SHARDS > 1 else None,
+        "--out": output,
+    }
+
+
+def split_names(wildcards):
+    """The splits of an extract job: its `split` wildcard, else (grouped) every test split."""
+    return [wildcards.split] if "split" in wildcards.keys() else TEST_SPLITS
 
 
 # ---- run identity: what the images are, never where they are ------------------------------
@@ -206,9 +244,7 @@ def get_launcher(rule_name):
     gpus = int(res(rule_name, "gpu"))
     if gpus > 1:
         # `--`: torchrun's parser must not read the stage's options (--log is ambiguous to it)
-        return (
-            f"torchrun --standalone --nnodes=1 --nproc_per_node={gpus} -m sure_ood --"
-        )
+        return f"torchrun --standalone --nproc_per_node={gpus} -m sure_ood --"
     return "sure-ood"
 
 
@@ -221,11 +257,6 @@ def get_all_targets():
     if config.get("claims"):
         targets += [f"{OUT}/tables/claims.{ext}" for ext in ("csv", "md", "html")]
     return targets
-
-
-def get_data_dir(wildcards, input):
-    """The prepare_data folder, derived from the manifest input (no hard-coded prefix)."""
-    return os.path.dirname(input.manifest)
 
 
 def get_data_dir_of_output(wildcards, output):
@@ -267,12 +298,17 @@ def get_extract_job(wildcards):
     return job("extract", {**options, **SETTINGS.compute.options()})
 
 
-def get_state_dir(wildcards):
-    return f"{run_dir(wildcards.model, wildcards.recipe, wildcards.seed)}/state"
-
-
-def get_init_arg(wildcards, input):
-    return f"--init {shlex.quote(input.init)}" if input.init else ""
+def train_args(wildcards, input, output):
+    """The seed, the data, the parent run's weights (fine-tuning), the resumable state and the
+    outputs."""
+    return {
+        "--seed": get_train_seed(wildcards),
+        "--data-dir": os.path.dirname(input.manifest),
+        "--init": input.init or None,
+        "--state-dir": f"{run_dir(wildcards.model, wildcards.recipe, wildcards.seed)}/state",
+        "--log": output.log,
+        "--summary": output.summary,
+    }
 
 
 def get_train_init(wildcards):
@@ -299,14 +335,15 @@ def get_test_model_runs(wildcards):
     return [f"{run_dir(tm.model, tm.recipe, s)}/final.safetensors" for s in tm.seeds]
 
 
-def get_test_model_args(wildcards):
+def make_test_model_args(wildcards, input, output):
+    """The runs to average, the tricks of the test model, the output."""
     tm = get_test_model(wildcards)
-    args = []
-    if tm.drop_final_norm:
-        args.append("--drop-final-norm")
-    if tm.img_size is not None:
-        args.append(f"--img-size {int(tm.img_size)}")
-    return " ".join(args)
+    return {
+        "--runs": input.runs,
+        "--drop-final-norm": bool(tm.drop_final_norm),
+        "--img-size": None if tm.img_size is None else int(tm.img_size),
+        "--out": output[0],
+    }
 
 
 def feature_path(test_model, view, split):
@@ -356,6 +393,17 @@ def get_odin_job(wildcards):
     return job("odin", options)
 
 
+def odin_args(wildcards, input, output):
+    return {
+        "--test-model": input.model,
+        "--features": input.features,
+        "--data-dir": os.path.dirname(input.manifest),
+        "--split": wildcards.split,
+        "--view": wildcards.view,
+        "--out": output[0],
+    }
+
+
 def get_score_inputs(wildcards):
     needs = method_needs(wildcards.method)
     tm, v = wildcards.test_model, wildcards.view
@@ -382,14 +430,15 @@ def get_score_job(wildcards):
     return job("score", options)
 
 
-def get_score_args(wildcards, input):
-    args = [f"--features {shlex.quote(f)}" for f in input.features]
-    if "train" in input.keys():
-        args.append(f"--train-features {shlex.quote(input.train)}")
-    if "val" in input.keys():
-        args.append(f"--val-features {shlex.quote(input.val)}")
-    args.append(f"--prior {shlex.quote(input.prior)}")
-    return " ".join(args)
+def score_args(wildcards, input, output):
+    keys = input.keys()
+    return {
+        "--features": input.features,
+        "--train-features": input.train if "train" in keys else None,
+        "--val-features": input.val if "val" in keys else None,
+        "--prior": input.prior,
+        "--out": output[0],
+    }
 
 
 # ---- rows --------------------------------------------------------------------------------
@@ -409,6 +458,17 @@ def get_evaluate_job(wildcards):
         "--n-boot": SETTINGS.bootstrap,
     }
     return job("evaluate", options)
+
+
+def evaluate_args(wildcards, input, output):
+    """Every replicate's fused scores (the first is the headline replicate), and for
+    provenance the test models and feature caches they come from."""
+    return {
+        "--scores": input.scores,
+        "--checkpoints": input.checkpoints,
+        "--features": input.features,
+        "--out": output[0],
+    }
 
 
 def row_score_files(row, replicate):
@@ -441,8 +501,14 @@ def get_row_fused_first(wildcards):
     return get_row_fused(wildcards)[0]
 
 
-def get_fusion(wildcards):
-    return get_row(wildcards)["fusion"]
+def fuse_args(wildcards, input, output):
+    """The row's score files (views x test models), their feature caches and its fusion."""
+    return {
+        "--scores": input.scores,
+        "--features": input.features,
+        "--fusion": get_row(wildcards)["fusion"],
+        "--out": output[0],
+    }
 
 
 def row_views(row):
@@ -505,6 +571,16 @@ def get_table_rows(wildcards):
     ]
 
 
+def tables_args(wildcards, input, output):
+    """The rows of a table (or of the claims) and its three formats (table, claims)."""
+    return {
+        "--rows": input.rows,
+        "--out-csv": output.csv,
+        "--out-md": output.md,
+        "--out-html": output.html,
+    }
+
+
 def row_fused_all(table, row_id):
     """Fused scores of every replicate of a row (the two-level paired comparisons)."""
     row = resolve_row(config, table, row_id)
@@ -524,6 +600,15 @@ def get_histogram_inputs(wildcards):
             )
             for row in rows
         ],
+    }
+
+
+def histogram_args(wildcards, input, output):
+    return {
+        "--scores": input.scores,
+        "--row-json": input.rows,
+        "--out-dir": output.rows,
+        "--grid": output.grid,
     }
 
 

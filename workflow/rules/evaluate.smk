@@ -15,7 +15,6 @@ rule evaluate:
         runtime=grow("evaluate", "runtime"),
     params:
         code=code_version("evaluate"),
+        args=job_args("evaluate", evaluate_args),
     shell:
-        "sure-ood evaluate --job {input.job:q} --scores {input.scores:q} "
-        "--checkpoints {input.checkpoints:q} --features {input.features:q} "
-        "--out {output:q} > {log:q} 2>&1"
+        "sure-ood evaluate --job {params.args:q} > {log:q} 2>&1"

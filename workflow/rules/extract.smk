@@ -27,14 +27,11 @@ for extract_name, shape in extract_shapes().items():
         params:
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),
-            data_dir=get_data_dir,
-            splits=shape["splits"],
-            shard=get_shard_arg,
-        # the job file: batch size, device, GPU options and the number of shards
+            # the test model, splits, view, shard and outputs (common.smk extract_args)
+            args=job_args("extract", extract_args, threads=True),
+        # input.job: batch size, device, GPU options and the number of shards
         shell:
-            "sure-ood extract --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
-            "--data-dir {params.data_dir:q} --split {params.splits} --view {wildcards.view} "
-            "{params.shard} --threads {threads} --out {output:q} > {log:q} 2>&1"
+            "sure-ood extract --job {BENCH_JOB} --job {params.args:q} > {log:q} 2>&1"
 
 
 if EXTRACT_SHARDS > 1:

@@ -16,5 +16,8 @@ rule finalize_swa:
         runtime=grow("finalize_swa", "runtime"),
     params:
         code=code_version("finalize_swa"),
+        args=job_args(
+            "finalize_swa", lambda w, i, o: {"--summary": i.summary, "--out": o[0]}
+        ),
     shell:
-        "sure-ood finalize_swa --summary {input.summary:q} --out {output:q} > {log:q} 2>&1"
+        "sure-ood finalize_swa --job {params.args:q} > {log:q} 2>&1"

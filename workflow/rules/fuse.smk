@@ -13,7 +13,7 @@ rule fuse:
         runtime=grow("fuse", "runtime"),
     params:
         code=code_version("fuse"),
-        fusion=get_fusion,
+        # the score files, feature caches and the row's fusion (common.smk fuse_args)
+        args=job_args("fuse", fuse_args),
     shell:
-        "sure-ood fuse --scores {input.scores:q} --features {input.features:q} "
-        "--fusion {params.fusion} --out {output:q} > {log:q} 2>&1"
+        "sure-ood fuse --job {params.args:q} > {log:q} 2>&1"

@@ -28,6 +28,6 @@ rule histogram:
         runtime=grow("histogram", "runtime"),
     params:
         code=code_version("histogram"),
+        args=job_args("histogram", histogram_args),
     shell:
-        "sure-ood histogram --scores {input.scores:q} --row-json {input.rows:q} "
-        "--out-dir {output.rows:q} --grid {output.grid:q} > {log:q} 2>&1"
+        "sure-ood histogram --job {params.args:q} > {log:q} 2>&1"

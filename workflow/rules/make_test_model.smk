@@ -12,7 +12,6 @@ rule make_test_model:
         runtime=grow("make_test_model", "runtime"),
     params:
         code=code_version("make_test_model"),
-        args=get_test_model_args,
+        args=job_args("make_test_model", make_test_model_args),
     shell:
-        "sure-ood make_test_model --runs {input.runs:q} {params.args} --out {output:q} "
-        "> {log:q} 2>&1"
+        "sure-ood make_test_model --job {params.args:q} > {log:q} 2>&1"

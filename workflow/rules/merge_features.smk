@@ -13,5 +13,8 @@ rule merge_features:
         runtime=grow("merge_features", "runtime"),
     params:
         code=code_version("merge_features"),
+        args=job_args(
+            "merge_features", lambda w, i, o: {"--shards": i.shards, "--out": o[0]}
+        ),
     shell:
-        "sure-ood merge_features --shards {input.shards:q} --out {output:q} > {log:q} 2>&1"
+        "sure-ood merge_features --job {params.args:q} > {log:q} 2>&1"

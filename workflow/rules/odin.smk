@@ -18,11 +18,8 @@ rule odin:
     params:
         code=code_version("odin"),
         benchmark=get_bench_identity("odin"),
-        data_dir=get_data_dir,
-    # the job file: T, epsilon and std scaling (from the path levels of ODIN_LEVELS), the
+        args=job_args("odin", odin_args, threads=True),
+    # input.job: T, epsilon and std scaling (from the path levels of ODIN_LEVELS), the
     # device, precision, loader workers and batch size (config compute.odin)
     shell:
-        "sure-ood odin --job {BENCH_JOB} --job {input.job:q} --test-model {input.model:q} "
-        "--features {input.features:q} --data-dir {params.data_dir:q} "
-        "--split {wildcards.split} --view {wildcards.view} --threads {threads} "
-        "--out {output:q} > {log:q} 2>&1"
+        "sure-ood odin --job {BENCH_JOB} --job {params.args:q} > {log:q} 2>&1"

@@ -15,6 +15,6 @@ rule score:
         code=get_score_code,
         # the method's own config subtree: editing it reruns only this method's jobs
         method=get_method,
-        args=get_score_args,
+        args=job_args("score", score_args),
     shell:
-        "sure-ood score --job {input.job:q} {params.args} --out {output:q} > {log:q} 2>&1"
+        "sure-ood score --job {params.args:q} > {log:q} 2>&1"

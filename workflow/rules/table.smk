@@ -31,7 +31,6 @@ rule table:
         runtime=grow("table", "runtime"),
     params:
         code=code_version("table"),
+        args=job_args("table", tables_args),
     shell:
-        "sure-ood table --job {input.job:q} --rows {input.rows:q} "
-        "--out-csv {output.csv:q} --out-md {output.md:q} --out-html {output.html:q} "
-        "> {log:q} 2>&1"
+        "sure-ood table --job {params.args:q} > {log:q} 2>&1"

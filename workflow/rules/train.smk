@@ -20,17 +20,12 @@ rule train:
         code=code_version("train"),
         # identity keys only: moving the images never retrains (see common.smk)
         benchmark=get_bench_identity("train"),
-        seed=get_train_seed,
-        data_dir=get_data_dir,
-        # the resumable state lives outside the declared outputs: a failed or preempted job
-        # keeps it, and the rerun resumes from the last finished epoch
-        state_dir=get_state_dir,
-        init=get_init_arg,
         # torchrun when resources gpu > 1
         launcher=train_launcher,
-    # the job file: model and recipe subtrees, device, GPU options (amp, channels-last, workers)
+        # the seed, data, parent weights, the resumable state (outside the declared outputs:
+        # a failed or preempted job keeps it, and the rerun resumes from the last finished
+        # epoch) and the outputs (common.smk train_args)
+        args=job_args("train", train_args, threads=True),
+    # input.job: model and recipe subtrees, device, GPU options (amp, channels-last, workers)
     shell:
-        "{params.launcher} train --job {BENCH_JOB} --job {input.job:q} --seed {params.seed} "
-        "--data-dir {params.data_dir:q} {params.init} --state-dir {params.state_dir:q} "
-        "--log {output.log:q} --summary {output.summary:q} --threads {threads} "
-        "> {log:q} 2>&1"
+        "{params.launcher} train --job {BENCH_JOB} --job {params.args:q} > {log:q} 2>&1"

@@ -47,14 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", help="registered method name (see --list)")
     parser.add_argument(
         "--param",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
         help="method hyper-parameter (repeatable); VALUE is parsed as YAML (1, 0.5, true, text)",
     )
     parser.add_argument(
         "--features",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="F.npz",
         help="feature cache to score (repeatable, e.g. ID test and OOD test)",
