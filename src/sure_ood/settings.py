@@ -79,6 +79,7 @@ class Compute:
 
     @property
     def pin(self) -> bool | None:
+        """``pin_memory`` as the loaders take it (:func:`pin_memory_flag`)."""
         return pin_memory_flag(self.pin_memory)
 
 
@@ -131,6 +132,7 @@ class OdinCompute:
 
     @property
     def pin(self) -> bool | None:
+        """``pin_memory`` as the loaders take it (:func:`pin_memory_flag`)."""
         return pin_memory_flag(self.pin_memory)
 
 
