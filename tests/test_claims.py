@@ -107,7 +107,7 @@ def test_every_verdict_from_synthetic_rows(tmp_path, monkeypatch):
     cfg = {"tables": {"t": {"rows": {r: {} for r in ROWS}}}}
     claims = []  # as the rule passes them: a list in config order
     for cid, c in CLAIMS.items():
-        c = {"expect": "better", **c}
+        c = {"expect": "better", "kind": "pair", **c}  # kind: validated, the schema's default
         claims.append({"id": cid, **c, "rows": claim_rows(cfg, c)})
     published = {"t": {"better": {"auroc": 80.0}, "base": {"auroc": 75.5}}}
     out = tmp_path / "out"
@@ -151,7 +151,11 @@ DIGITS = yaml.safe_load((ROOT / "config/digits_osr.yaml").read_text())
 
 
 def _check(cfg):
+    """What the Snakefile does: schema (with key paths), Snakemake's defaults, semantics."""
+    from snakemake.utils import validate
+
     validate_config(cfg, SCHEMA)
+    validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))  # fills the defaults
     check_config(cfg)
 
 
@@ -186,8 +190,11 @@ def test_bad_claims_are_rejected_with_their_key(edit, pattern):
 def test_published_effects_of_the_imagenet_claims():
     """config/imagenet_ssb.yaml: the claims print the paper's effect beside ours (by hand from
     the report's numbers)."""
+    from snakemake.utils import validate
+
     cfg = yaml.safe_load((ROOT / "config/imagenet_ssb.yaml").read_text())
     validate_config(cfg, SCHEMA)
+    validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))  # as the rule passes it
     published = {t: v.get("published", {}) for t, v in cfg["tables"].items()}
 
     def fake_compare(pa, pb):  # our side does not matter here: a fixed small effect

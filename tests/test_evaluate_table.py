@@ -140,15 +140,33 @@ def test_row_config_subtree_has_row_model_recipe_chain_and_method():
     json.dumps(sub)  # a JSON param of the rule
 
 
+def _validated(config: dict) -> dict:
+    """``config`` made schema-valid and its defaults filled in, as the Snakefile does before
+    check_config."""
+    import copy
+
+    from conftest import ROOT
+    from snakemake.utils import validate
+
+    cfg = copy.deepcopy(config)
+    cfg["benchmark"].update(source="imagefolder", seed=0)
+    cfg["models"]["m"]["img_size"] = 32
+    for recipe in cfg["recipes"].values():
+        recipe.update(batch_size=8, lr=0.1)
+    validate(cfg, str(ROOT / "workflow/schemas/config.schema.yaml"))
+    return cfg
+
+
 def test_check_config_rejects_a_missing_reference_row_and_duplicate_replicates():
     import copy
 
-    check_config(CONFIG)
-    bad = copy.deepcopy(CONFIG)
+    config = _validated(CONFIG)
+    check_config(config)
+    bad = copy.deepcopy(config)
     bad["tables"]["t"]["reference_row"] = "zzz"
     with pytest.raises(ConfigError, match=r"tables\.t\.reference_row"):
         check_config(bad)
-    bad = copy.deepcopy(CONFIG)
+    bad = copy.deepcopy(config)
     bad["tables"]["t"]["rows"]["a"]["replicates"] = [0, 0]
     with pytest.raises(ConfigError, match=r"tables\.t\.rows\.a\.replicates"):
         check_config(bad)

@@ -3,6 +3,8 @@
 - no rule restates a default the schema holds (a ``.get("bootstrap", 1000)`` would drift);
 - the settings the workflow always passes to odin are required options (no second default);
 - the typed settings read the schema's defaults (Snakemake's own validate fills them in);
+- a stage reads its options back into the same typed settings (``from_args`` inverts
+  ``options()``), and a hand run without one of them fails;
 - a job file round-trips to the same argv as the options it holds; a missing, malformed or
   foreign one is a one-line error naming the file; a job run logs the command that reruns it.
 """
@@ -22,6 +24,8 @@ from snakemake.utils import validate
 
 from sure_ood import jobs, settings
 from sure_ood.cli import main as cli_main
+from sure_ood.cli import stage_parser
+from sure_ood.config import odin_settings
 from sure_ood.stages import odin as odin_stage
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -60,6 +64,46 @@ def test_no_rule_restates_a_schema_default():
         if c.count(",") != 1
     ]
     assert not calls, calls
+
+
+def _restated_defaults(source: str, keys: set[str]) -> list[str]:
+    """``x.get("key", default)`` calls of ``source`` whose key has a default in the schema."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and len(node.args) == 2
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in keys
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_config_checks_restate_no_schema_default():
+    """sure_ood.config reads the validated config (Snakemake's validate filled the schema's
+    defaults in before check_config runs): a key with a schema default is read as it is, never
+    with a second copy of its default (``r.get("head", "linear")`` would drift)."""
+    from sure_ood.config import ConfigError, check_config, validate_config
+
+    keys = _schema_default_keys(yaml.safe_load(SCHEMA.read_text()), set())
+    # the scan finds a restated default, and a `.get` of a key without one is not flagged
+    assert _restated_defaults('r.get("head", "linear") + r.get("sam_rho", 0)', keys) == [
+        "1: r.get('head', 'linear')"
+    ]
+    source = (ROOT / "src/sure_ood/config.py").read_text()
+    found = _restated_defaults(source, keys)
+    assert not found, "defaults restated in config.py (the schema holds them):\n" + "\n".join(found)
+    # a config whose defaults were never filled in is named, not a KeyError
+    raw = yaml.safe_load((ROOT / "config/digits_osr.yaml").read_text())
+    validate_config(raw, SCHEMA)
+    with pytest.raises(ConfigError, match=r"missing; the config's checks read the validated"):
+        check_config(raw)
+    check_config(_digits_config())  # the same config validated passes
 
 
 def test_rule_resources_fall_back_to_the_schemas_defaults():
@@ -113,14 +157,71 @@ def test_the_python_apis_batch_size_is_the_schemas():
 
 
 def test_odin_settings_of_a_method_and_their_path_level():
-    openood = settings.OdinSettings.from_params({})
+    openood = odin_settings({})
     assert openood == settings.OdinSettings(1000.0, 0.0014, True)
-    ref = settings.OdinSettings.from_params({"preset": "reference", "temperature": 10})
+    ref = odin_settings({"preset": "reference", "temperature": 10})
     assert ref == settings.OdinSettings(10.0, 0.0, False)
     for s in (openood, ref, settings.OdinSettings(1e-07, 0.00140000001, True)):
         levels = dict(level.split("~") for level in s.levels().split("/"))
         assert settings.OdinSettings.from_levels(**levels) == s  # exact: no rounding
     assert openood.levels() == "temperature~1000.0/epsilon~0.0014/std_scaled~true"
+
+
+# Each settings object, on values other than the schema's defaults, and the options each stage
+# needs besides it (paths and short values the rule gives on the command line).
+_ROUND_TRIPS = [
+    (
+        settings.Compute("bf16", 3, "false", True),
+        "train",
+        "--benchmark {} --model {} --recipe {} --seed 0 --data-dir d --state-dir s --log l "
+        "--summary m --threads 1 --device cpu",
+    ),
+    (
+        settings.Compute("tf32", 2, "true", False),
+        "extract",
+        "--test-model t --benchmark {} --data-dir d --split id_test --view center "
+        "--batch-size 8 --threads 1 --device cpu --num-shards 1 --out o.npz",
+    ),
+    (
+        settings.OdinSettings(10.0, 0.00140000001, False),
+        "odin",
+        "--test-model t --features f --benchmark {} --data-dir d --split id_test --view center "
+        "--threads 1 --device cpu --out o.npz --amp none --workers 0 --batch-size 8 "
+        "--pin-memory auto",
+    ),
+    (
+        settings.OdinCompute("bf16", 4, 64, "false"),
+        "odin",
+        "--test-model t --features f --benchmark {} --data-dir d --split id_test --view center "
+        "--threads 1 --device cpu --out o.npz --temperature 1000 --epsilon 0 --std-scaled true",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("obj", "stage", "rest"),
+    _ROUND_TRIPS,
+    ids=["compute-train", "compute-extract", "odin", "odin-compute"],
+)
+def test_a_stage_reads_its_settings_back_from_their_options(obj, stage, rest, tmp_path, capsys):
+    """from_args(parse(options())) == the settings, through the stage's real parser (the one
+    sure_ood.cli builds) and through a job file as the workflow writes it; and a hand run
+    without any one of the options the workflow passes fails (required: no second default)."""
+    parser = stage_parser(stage)
+    cls = type(obj)
+    argv = jobs.options_argv(obj.options()) + shlex.split(rest)
+    assert cls.from_args(parser.parse_args(argv)) == obj
+    job = jobs.job_file(tmp_path, stage, obj.options())
+    by_job = parser.parse_args(jobs.expand_jobs(["--job", job, *shlex.split(rest)], stage))
+    assert cls.from_args(by_job) == obj
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    for opt in obj.options():
+        if actions[opt].nargs == 0:
+            continue  # a switch (--channels-last): absent is off, as the workflow writes it
+        i = argv.index(opt)
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv[:i] + argv[i + 2 :])
+        assert f"required: {opt}" in capsys.readouterr().err
 
 
 def test_every_odin_setting_the_workflow_passes_is_required():
@@ -130,7 +231,7 @@ def test_every_odin_setting_the_workflow_passes_is_required():
     config = _digits_config()
     s = settings.Settings.from_config(config)
     passed = {
-        **settings.OdinSettings.from_params({}).options(),
+        **odin_settings({}).options(),
         **s.odin.options(),
         "--device": s.device,
     }
@@ -260,7 +361,7 @@ def test_split_config_and_claim_rows_moved_from_the_rules_into_the_package():
     config = {
         "tables": {"t": {"rows": {"a": {}, "b": {}, "c": {}}}},
         "claims": {
-            "x": {"table": "t", "a": "b", "b": "a"},
+            "x": {"table": "t", "kind": "pair", "a": "b", "b": "a"},  # validated: kind filled
             "y": {"table": "t", "kind": "best_of", "a": "a"},
         },
     }

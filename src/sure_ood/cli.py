@@ -93,6 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(saved)
 
 
+def stage_parser(stage: str) -> argparse.ArgumentParser:
+    """The command-line parser of ``sure-ood <stage>``: the stage's options and ``--job``."""
+    module = importlib.import_module(f"sure_ood.stages.{stage}")
+    parser = argparse.ArgumentParser(prog=f"sure-ood {stage}", description=STAGES[stage])
+    module.add_arguments(parser)
+    parser.add_argument(
+        "--job",
+        action="append",
+        metavar="FILE",
+        help="a per-job file written by the workflow (its options, in place of --job)",
+    )
+    return parser
+
+
 def _run_stage(stage: str, argv: list[str], mode: str) -> int:
     from sure_ood import jobs, numerics
     from sure_ood.io import InputError
@@ -116,14 +130,7 @@ def _run_stage(stage: str, argv: list[str], mode: str) -> int:
             file=sys.stderr,
         )
     module = importlib.import_module(f"sure_ood.stages.{stage}")
-    parser = argparse.ArgumentParser(prog=f"sure-ood {stage}", description=STAGES[stage])
-    module.add_arguments(parser)
-    parser.add_argument(
-        "--job",
-        action="append",
-        metavar="FILE",
-        help="a per-job file written by the workflow (its options, in place of --job)",
-    )
+    parser = stage_parser(stage)
     try:
         expanded = jobs.expand_jobs(argv[1:], stage)
     except InputError as e:

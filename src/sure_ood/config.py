@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sure_ood.io import InputError
+from sure_ood.settings import OdinSettings
 
 ROW_DEFAULTS = {
     "seeds": [0],
@@ -59,6 +60,12 @@ def odin_params(params: dict, where: str = "params") -> dict:
 
 class ConfigError(InputError):
     """A config problem found before any job runs; the message starts with the key path."""
+
+
+def odin_settings(params: dict, where: str = "params") -> OdinSettings:
+    """The typed ODIN settings of a method's ``params`` (:func:`odin_params`)."""
+    p = odin_params(params, where)
+    return OdinSettings(float(p["temperature"]), float(p["epsilon"]), bool(p["std_scaled"]))
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,7 @@ def parent_run(config: dict, recipe_id: str, seed: int) -> tuple[str, int] | Non
     replicate's first seed for the other members of a soup (seed 201 also starts from R's seed
     200, as SURE-OOD's two averaged runs start from the same pretrained weights).
     """
-    init = config["recipes"][recipe_id].get("init", "none")
+    init = config["recipes"][recipe_id].get("init")  # absent: none (no parent run)
     if not (isinstance(init, dict) and "recipe" in init):
         return None
     if init.get("seed") is not None:
@@ -184,7 +191,8 @@ def row_test_models(row: dict, replicate: int = 0) -> list[TestModel]:
     """The test models a row reads in one replicate: one soup of its seeds, or one per seed
     (output ensemble); seeds as :func:`replicate_seeds`."""
     seeds = replicate_seeds(row, replicate)
-    groups = [seeds] if row.get("ensemble", "soup") == "soup" else [(s,) for s in seeds]
+    ensemble = row.get("ensemble", ROW_DEFAULTS["ensemble"])
+    groups = [seeds] if ensemble == "soup" else [(s,) for s in seeds]
     return [
         TestModel(row["model"], row["recipe"], g, bool(row["drop_final_norm"]), row["img_size"])
         for g in groups
@@ -225,7 +233,7 @@ def row_config_subtree(config: dict, table: str, row_id: str) -> dict:
     recipes, rid = {}, row["recipe"]
     while rid in config["recipes"] and rid not in recipes:
         recipes[rid] = copy.deepcopy(config["recipes"][rid])
-        init = recipes[rid].get("init", "none")
+        init = recipes[rid].get("init")
         rid = init.get("recipe") if isinstance(init, dict) else None
     return {
         "benchmark": config["benchmark"]["name"],
@@ -245,12 +253,26 @@ def row_config_subtree(config: dict, table: str, row_id: str) -> dict:
     }
 
 
+def _filled(mapping: dict, key: str, path: str = "") -> Any:
+    """``mapping[key]``, a key the schema gives a default (``path``: the mapping's key path);
+    missing only if the defaults were never filled in, which is named instead of a KeyError."""
+    try:
+        return mapping[key]
+    except KeyError:
+        where = f"{path}.{key}" if path else key
+        raise ConfigError(
+            f"{where}: missing; the config's checks read the validated config, with the "
+            "schema's defaults filled in (snakemake.utils.validate, as the Snakefile does)"
+        ) from None
+
+
 def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> None:
     """Semantic checks beyond the schema; raise ConfigError naming the key path.
 
     ``base_dir`` is the folder relative file paths of the config (``init.file``) are read
-    from (the working directory by default). Runs on the config before or after the
-    schema's defaults are filled in.
+    from (the working directory by default). Runs on the validated config, the schema's
+    defaults filled in (the Snakefile runs Snakemake's ``validate`` first), so it reads a
+    defaulted key as it is and restates no default (:func:`_filled`).
     """
     from sure_ood import scores
 
@@ -284,7 +306,7 @@ def check_config(config: dict, base_dir: str | os.PathLike | None = None) -> Non
         except (InputError, TypeError, ValueError) as e:
             raise ConfigError(f"methods.{mid}.params: {e}") from e
     for rid, r in recipes.items():
-        init = r.get("init", "none")
+        init = r.get("init")
         if isinstance(init, dict) and "recipe" in init:
             _check_init_chain(recipes, rid)
     if not config.get("tables"):
@@ -338,7 +360,7 @@ CLAIM_DIRECTIONS = ("better", "worse")
 def claim_rows(config: dict, claim: dict) -> list[str]:
     """Every row a claim compares, the claimed row first: ``[a, b]`` for a pair, ``[a, *among]``
     for best_of (``among`` defaults to every other row of the table)."""
-    if claim.get("kind", "pair") == "pair":
+    if claim["kind"] == "pair":
         return [claim["a"], claim["b"]]
     among = claim.get("among") or [r for r in config["tables"][claim["table"]]["rows"]]
     return [claim["a"]] + [r for r in among if r != claim["a"]]
@@ -356,7 +378,7 @@ def claim_table_rows(config: dict) -> list[tuple[str, str]]:
 
 def _check_claims(config: dict) -> None:
     tables = config.get("tables", {})
-    if config.get("claims") and config.get("bootstrap", 1) == 0:
+    if config.get("claims") and _filled(config, "bootstrap") == 0:
         raise ConfigError(
             "bootstrap: 0 switches the intervals off, but the claims section needs them for its "
             "verdicts (set bootstrap > 0, or drop claims)"
@@ -379,7 +401,7 @@ def _check_claims(config: dict) -> None:
                 f"{path}.table: {table!r} is not a table of the config (tables: "
                 f"{', '.join(tables)})"
             )
-        kind = c.get("kind", "pair")
+        kind = _filled(c, "kind", path)
         if kind != "pair" and "b" in c:
             raise ConfigError(f"{path}.b: a {kind} claim compares a with `among`, not with b")
         keys = ["a", "b"] if kind == "pair" else ["a", "among"]
@@ -403,7 +425,7 @@ def _check_init_chain(recipes: dict, start: str) -> None:
     seen = [start]
     rid = start
     while True:
-        init = recipes[rid].get("init", "none")
+        init = recipes[rid].get("init")
         if not (isinstance(init, dict) and "recipe" in init):
             return
         nxt = init["recipe"]
@@ -459,7 +481,7 @@ def _check_models(config: dict) -> None:
     n_mean = len(norm.get("mean", []))
     for mid, m in config.get("models", {}).items():
         path = f"models.{mid}"
-        in_chans = int(m.get("in_chans", 3))
+        in_chans = int(_filled(m, "in_chans", path))
         if n_mean and n_mean != in_chans:
             raise ConfigError(
                 f"{path}.in_chans: {in_chans} channel(s), but benchmark.normalization.mean "
@@ -478,7 +500,7 @@ def _check_models(config: dict) -> None:
 def _check_recipes(config: dict, base_dir: Path) -> None:
     for rid, r in config.get("recipes", {}).items():
         path = f"recipes.{rid}"
-        epochs = int(r.get("epochs", 1)) + (1 if r.get("extra_final_epoch") else 0)
+        epochs = int(r["epochs"]) + (1 if _filled(r, "extra_final_epoch", path) else 0)
         swa = r.get("swa_start_epoch")
         if swa is not None:
             if int(swa) >= epochs:
@@ -493,12 +515,12 @@ def _check_recipes(config: dict, base_dir: Path) -> None:
                 f"{path}.sam_adaptive: true, but sam_rho is 0 (SAM off); set sam_rho > 0 or "
                 "drop sam_adaptive"
             )
-        if r.get("feature_clip") is not None and r.get("head", "linear") != "cosine":
+        head = _filled(r, "head", path)
+        if r.get("feature_clip") is not None and head != "cosine":
             raise ConfigError(
-                f"{path}.feature_clip: only the cosine head clips features, but head is "
-                f"{r.get('head', 'linear')!r}"
+                f"{path}.feature_clip: only the cosine head clips features, but head is {head!r}"
             )
-        init = r.get("init", "none")
+        init = r.get("init")
         if isinstance(init, dict) and init.get("file") is not None:
             f = Path(os.path.expanduser(str(init["file"])))
             f = f if f.is_absolute() else base_dir / f
@@ -538,7 +560,7 @@ def _check_replicates(path: str, row: dict) -> None:
 
 def _check_row_options(config: dict, path: str, row: dict) -> None:
     n_seeds = len(replicate_seeds(row, row_replicates(row)[0]))
-    if row.get("ensemble", "soup") == "output" and n_seeds < 2:
+    if row["ensemble"] == "output" and n_seeds < 2:
         raise ConfigError(
             f"{path}.ensemble: 'output' averages the scores of several seeds, but seeds is "
             f"{list(replicate_seeds(row, row_replicates(row)[0]))}; give two or more seeds "
@@ -556,8 +578,8 @@ def _check_row_options(config: dict, path: str, row: dict) -> None:
 def _check_precision(config: dict) -> None:
     """A precision no device can train with fails here, before any job (what a given GPU
     cannot run is checked when its job starts: sure_ood.distributed.check_precision)."""
-    amp = config.get("compute", {}).get("amp", "none")
-    training = [rid for rid, r in config.get("recipes", {}).items() if int(r.get("epochs", 0))]
+    amp = _filled(_filled(config, "compute"), "amp", "compute")
+    training = [rid for rid, r in config.get("recipes", {}).items() if int(r["epochs"])]
     if amp == "fp16" and training:
         raise ConfigError(
             f"compute.amp: fp16 cannot train recipe {training[0]!r} (it needs loss scaling, "
@@ -615,7 +637,7 @@ def _check_split_sizes(bench: dict) -> None:
     if total <= 0:
         return
     share = {f"benchmark.split.{k}": float(v) / total for k, v in split.items()}
-    ood = float(bench.get("ood_fraction", 1.0))
+    ood = float(_filled(bench, "ood_fraction", "benchmark"))
     if ood < 1.0:
         share["benchmark.ood_fraction"] = min(ood, 1.0 - ood)
     key = min(share, key=share.get)
@@ -625,7 +647,7 @@ def _check_split_sizes(bench: dict) -> None:
     known, unknown = bench.get("known_classes", []), bench.get("unknown_classes", [])
     _, class_ids = load_array_source(bench["source"])
     try:
-        idx = split_open_set(class_ids, known, unknown, split, ood, bench.get("seed", 0))
+        idx = split_open_set(class_ids, known, unknown, split, ood, bench["seed"])
     except ValueError as e:
         raise ConfigError(
             f"{key}: {value} leaves a split without an image of some class of "

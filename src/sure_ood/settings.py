@@ -3,20 +3,36 @@
 The schema (``workflow/schemas/config.schema.yaml``) holds every default; Snakemake's
 ``validate`` fills them in, so these classes read keys without restating a default. The rules
 turn them into the options of a stage (``options()``) and write those options to a per-job file
-(:func:`sure_ood.jobs.job_file`), which the stage's command names with ``--job FILE``.
+(:func:`sure_ood.jobs.job_file`), which the stage's command names with ``--job FILE``. The
+stages declare them (``add_arguments``) and read them back (``from_args``, the inverse of
+``options()``) through the same class, so the option names of one settings object live in it only.
+
+Imports only :mod:`sure_ood.args` (and through it :mod:`sure_ood.io`): the train, extract and
+odin stages import this module, so it is part of their code version
+(:mod:`sure_ood.code_version`); importing the config (and through it the method registry) here
+would make those jobs rerun when any method changes.
 """
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from sure_ood.args import boolean
+
 Options = dict[str, Any]
+PIN_MEMORY = ("auto", "true", "false")
 
 
 def pin_memory_option(value: Any) -> str:
     """``compute.pin_memory`` (auto | true | false; YAML reads the last two as booleans)."""
     return str(value).lower()
+
+
+def pin_memory_flag(option: str) -> bool | None:
+    """A ``--pin-memory`` value as the loaders take it: None (auto: on CUDA), True or False."""
+    return {"auto": None, "true": True, "false": False}[option]
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,29 @@ class Compute:
             "--pin-memory": self.pin_memory,
             "--channels-last": self.channels_last,
         }
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """The options of :meth:`options`, required but the switch (train, extract)."""
+        p.add_argument(
+            "--amp",
+            required=True,
+            choices=("none", "bf16", "fp16", "tf32"),
+            help="precision on CUDA: autocast dtype, or tf32 matmuls (no effect on the CPU)",
+        )
+        p.add_argument("--workers", type=int, required=True, help="DataLoader worker processes")
+        p.add_argument("--pin-memory", required=True, choices=PIN_MEMORY)
+        p.add_argument("--channels-last", action="store_true", help="channels-last memory (CUDA)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Compute:
+        """The settings of parsed :meth:`options` (the inverse of :meth:`options`)."""
+        return cls(args.amp, args.workers, args.pin_memory, args.channels_last)
+
+    @property
+    def pin(self) -> bool | None:
+        """``pin_memory`` as the loaders take it (:func:`pin_memory_flag`)."""
+        return pin_memory_flag(self.pin_memory)
 
 
 @dataclass(frozen=True)
@@ -73,22 +112,38 @@ class OdinCompute:
             "--pin-memory": self.pin_memory,
         }
 
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """The options of :meth:`options`, all required (odin)."""
+        p.add_argument(
+            "--amp",
+            required=True,
+            choices=("none", "bf16", "tf32"),
+            help="precision on CUDA: none = float32 (the reference's), bf16 autocast, tf32 matmuls",
+        )
+        p.add_argument("--workers", type=int, required=True, help="DataLoader worker processes")
+        p.add_argument("--batch-size", type=int, required=True)
+        p.add_argument("--pin-memory", required=True, choices=PIN_MEMORY)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OdinCompute:
+        """The settings of parsed :meth:`options` (the inverse of :meth:`options`)."""
+        return cls(args.amp, args.workers, args.batch_size, args.pin_memory)
+
+    @property
+    def pin(self) -> bool | None:
+        """``pin_memory`` as the loaders take it (:func:`pin_memory_flag`)."""
+        return pin_memory_flag(self.pin_memory)
+
 
 @dataclass(frozen=True)
 class OdinSettings:
     """ODIN's hyper-parameters (a method's ``params`` with its preset resolved:
-    ``sure_ood.config.odin_params``). Methods with the same settings share one odin job."""
+    ``sure_ood.config.odin_settings``). Methods with the same settings share one odin job."""
 
     temperature: float
     epsilon: float
     std_scaled: bool
-
-    @classmethod
-    def from_params(cls, params: dict, where: str = "params") -> OdinSettings:
-        from sure_ood.config import odin_params
-
-        p = odin_params(params, where)
-        return cls(float(p["temperature"]), float(p["epsilon"]), bool(p["std_scaled"]))
 
     def levels(self) -> str:
         """The settings as path levels, one each, exact (a float's shortest repr reads back
@@ -110,6 +165,24 @@ class OdinSettings:
             "--epsilon": self.epsilon,
             "--std-scaled": "true" if self.std_scaled else "false",
         }
+
+    @staticmethod
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        """The options of :meth:`options`, all required (odin)."""
+        p.add_argument("--temperature", type=float, required=True)
+        p.add_argument("--epsilon", type=float, required=True)
+        p.add_argument(
+            "--std-scaled",
+            type=boolean,
+            required=True,
+            metavar="{true,false}",
+            help="divide the gradient sign by the normalisation std (OpenOOD; eps in pixel units)",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OdinSettings:
+        """The settings of parsed :meth:`options` (the inverse of :meth:`options`)."""
+        return cls(args.temperature, args.epsilon, args.std_scaled)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sure_ood.config import (
     row_test_models,
 )
 from sure_ood.config import split_config as benchmark_split_config
+from sure_ood.config import odin_settings
 from sure_ood.code_version import method_code_version
 from sure_ood.data import view_names
 from sure_ood.jobs import job_file
@@ -408,7 +409,7 @@ def get_score_inputs(wildcards):
     needs = method_needs(wildcards.method)
     tm, v = wildcards.test_model, wildcards.view
     if "network" in needs:
-        odin = OdinSettings.from_params(get_method(wildcards)["params"])
+        odin = odin_settings(get_method(wildcards)["params"])
         features = [odin_path(tm, odin, v, s) for s in TEST_SPLITS]
     else:
         features = [feature_path(tm, v, s) for s in TEST_SPLITS]

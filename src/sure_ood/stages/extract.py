@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sure_ood.inference import BATCH_SIZE
+from sure_ood.settings import Compute
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,12 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # the workflow passes every setting (defaults: the config schema), so none is restated here
     p.add_argument("--view", required=True)
     p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--workers", type=int, required=True)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--device", required=True)
-    p.add_argument("--amp", required=True, choices=("none", "bf16", "fp16", "tf32"))
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
+    Compute.add_arguments(p)  # --amp, --workers, --pin-memory, --channels-last
     p.add_argument("--shard", type=int, default=0, help="which shard of the split (0-based)")
     p.add_argument("--num-shards", type=int, required=True, help="cut the split into N shards")
     p.add_argument("--out", required=True, type=Path, nargs="+")
@@ -183,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         from sure_ood.io import InputError
 
         raise InputError(f"--split names {len(args.split)} splits but --out {len(args.out)} files")
+    compute = Compute.from_args(args)
     for split, out in zip(args.split, args.out, strict=True):
         cache = extract(
             args.test_model,
@@ -192,12 +191,12 @@ def run(args: argparse.Namespace) -> int:
             args.view,
             out,
             args.batch_size,
-            args.workers,
+            compute.workers,
             args.threads,
             args.device,
-            amp=args.amp,
-            channels_last=args.channels_last,
-            pin_memory={"auto": None, "true": True, "false": False}[args.pin_memory],
+            amp=compute.amp,
+            channels_last=compute.channels_last,
+            pin_memory=compute.pin,
             shard=args.shard,
             num_shards=args.num_shards,
         )

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sure_ood.args import boolean
 from sure_ood.inference import BATCH_SIZE
 from sure_ood.io import InputError
+from sure_ood.settings import OdinCompute, OdinSettings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,24 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # the workflow passes every setting (its defaults live in the config schema and in
     # sure_ood.config.odin_params), so a hand run names them too and scores as the workflow
     p.add_argument("--view", required=True)
-    p.add_argument("--temperature", type=float, required=True)
-    p.add_argument("--epsilon", type=float, required=True)
-    p.add_argument(
-        "--std-scaled",
-        type=boolean,
-        required=True,
-        metavar="{true,false}",
-        help="divide the gradient sign by the normalisation std (OpenOOD; eps in pixel units)",
-    )
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--workers", type=int, required=True, help="DataLoader worker processes")
-    p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
-    p.add_argument(
-        "--amp",
-        required=True,
-        choices=("none", "bf16", "tf32"),
-        help="precision on CUDA: none = float32 (the reference's), bf16 autocast, tf32 matmuls",
-    )
+    OdinSettings.add_arguments(p)  # --temperature, --epsilon, --std-scaled
+    OdinCompute.add_arguments(p)  # --amp, --workers, --batch-size, --pin-memory
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--device", required=True)
     p.add_argument("--out", required=True, type=Path)
@@ -113,6 +97,7 @@ def odin(
 
 
 def run(args: argparse.Namespace) -> int:
+    settings, compute = OdinSettings.from_args(args), OdinCompute.from_args(args)
     s = odin(
         args.test_model,
         args.features,
@@ -120,16 +105,16 @@ def run(args: argparse.Namespace) -> int:
         args.data_dir,
         args.split,
         args.view,
-        args.temperature,
-        args.epsilon,
-        args.std_scaled,
+        settings.temperature,
+        settings.epsilon,
+        settings.std_scaled,
         args.out,
-        args.batch_size,
+        compute.batch_size,
         args.threads,
         args.device,
-        args.workers,
-        args.amp,
-        {"auto": None, "true": True, "false": False}[args.pin_memory],
+        compute.workers,
+        compute.amp,
+        compute.pin,
     )
     print(f"{args.out}: ODIN scores of {len(s)} images (mean {s.mean():.4f})")
     return 0

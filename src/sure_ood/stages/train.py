@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from sure_ood.io import write_json, write_text
+from sure_ood.settings import Compute
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,15 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # the workflow passes every setting (defaults: the config schema), so none is restated here
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--device", required=True)
-    p.add_argument(
-        "--amp",
-        required=True,
-        choices=("none", "bf16", "fp16", "tf32"),
-        help="precision on CUDA: autocast dtype, or tf32 matmuls (no effect on the CPU)",
-    )
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory (CUDA)")
-    p.add_argument("--workers", type=int, required=True, help="DataLoader worker processes")
-    p.add_argument("--pin-memory", required=True, choices=("auto", "true", "false"))
+    Compute.add_arguments(p)  # --amp, --workers, --pin-memory, --channels-last
     p.add_argument("--stop-after-epoch", type=int, default=None, help=argparse.SUPPRESS)
 
 
@@ -71,6 +64,7 @@ def train(job, log_path: Path, summary_path: Path | None = None) -> dict:
 def run(args: argparse.Namespace) -> int:
     from sure_ood.training.setup import TrainingJob
 
+    compute = Compute.from_args(args)
     job = TrainingJob(
         json.loads(args.benchmark),
         json.loads(args.model),
@@ -82,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         device=args.device,
         stop_after_epoch=args.stop_after_epoch,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        workers=args.workers,
-        pin_memory={"auto": None, "true": True, "false": False}[args.pin_memory],
+        amp=compute.amp,
+        channels_last=compute.channels_last,
+        workers=compute.workers,
+        pin_memory=compute.pin,
     )
     rec = train(job, args.log, summary_path=args.summary)
     if args.stop_after_epoch is not None:

@@ -150,10 +150,30 @@ def build_run(job: TrainingJob) -> Run:
     state_dir = job.state_dir / fingerprint
     state_dir.mkdir(parents=True, exist_ok=True)
     return Run(
-        job, dist, device, amp_dtype, channels_last, pin_memory, spec, model, train_fwd,
-        grad_weights, train_ds, val_loader, loader_kw, optimizer, cosine, swa_start, swa_model,
-        swa_sched, criterion, history, epochs, fingerprint, state_dir,
-    )  # fmt: skip
+        job=job,
+        dist=dist,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        pin_memory=pin_memory,
+        spec=spec,
+        model=model,
+        train_fwd=train_fwd,
+        grad_weights=grad_weights,
+        train_ds=train_ds,
+        val_loader=val_loader,
+        loader_kw=loader_kw,
+        optimizer=optimizer,
+        cosine=cosine,
+        swa_start=swa_start,
+        swa_model=swa_model,
+        swa_sched=swa_sched,
+        criterion=criterion,
+        history=history,
+        epochs=epochs,
+        fingerprint=fingerprint,
+        state_dir=state_dir,
+    )
 
 
 def seed_everything(seed: int) -> None:
