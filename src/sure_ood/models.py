@@ -20,16 +20,20 @@ SPEC_KEY = "sure_ood_model_spec"
 
 
 def model_spec(model_cfg: dict, num_classes: int, recipe: dict | None = None) -> dict:
-    """The spec of a model config + recipe (head settings come from the recipe)."""
-    recipe = recipe or {}
+    """The spec of a model config + recipe (head settings come from the recipe); keys the
+    model config or recipe lacks take the schema's defaults (``sure_ood.defaults``)."""
+    from sure_ood.defaults import with_defaults
+
+    model_cfg = with_defaults("model", model_cfg)
+    recipe = with_defaults("recipe", recipe or {})
     return {
         "arch": model_cfg["arch"],
         "timm_kwargs": dict(model_cfg.get("timm_kwargs", {})),
         "img_size": int(model_cfg["img_size"]),
-        "in_chans": int(model_cfg.get("in_chans", 3)),
+        "in_chans": int(model_cfg["in_chans"]),
         "num_classes": int(num_classes),
-        "head": recipe.get("head", "linear"),
-        "cos_temperature": float(recipe.get("cos_temperature", 8.0)),
+        "head": recipe["head"],
+        "cos_temperature": float(recipe["cos_temperature"]),
         "feature_clip": recipe.get("feature_clip"),
         "drop_final_norm": False,
     }
@@ -61,7 +65,7 @@ def build_model(spec: dict, pretrained_tag: str | None = None, pretrained_file: 
     except (RuntimeError, OSError, ValueError) as e:
         where = pretrained_file or f"timm tag {name!r}"
         raise InputError(f"cannot build {name!r} from {where}: {e}") from e
-    if spec.get("head", "linear") == "cosine":
+    if spec["head"] == "cosine":
         from sure_ood.tricks.cosine_head import CosineHead, replace_head
 
         replace_head(
@@ -69,7 +73,7 @@ def build_model(spec: dict, pretrained_tag: str | None = None, pretrained_file: 
             CosineHead(
                 model.num_features,
                 spec["num_classes"],
-                temperature=spec.get("cos_temperature", 8.0),
+                temperature=spec["cos_temperature"],
                 feature_clip=spec.get("feature_clip"),
             ),
         )

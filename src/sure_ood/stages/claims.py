@@ -98,9 +98,13 @@ def evaluate_claim(
     compare=None,
 ) -> dict[str, Any]:
     """One line of the claims table (fractions). ``compare(path_a, path_b)`` returns
-    :func:`sure_ood.stages.compare.compare_rows`'s result (injected by :func:`run`)."""
-    table, kind = claim["table"], claim.get("kind", "pair")
-    metric = claim.get("metric", "auroc")
+    :func:`sure_ood.stages.compare.compare_rows`'s result (injected by :func:`run`). Keys the
+    claim lacks take the schema's defaults."""
+    from sure_ood.defaults import with_defaults
+
+    claim = with_defaults("claim", claim)
+    table, kind = claim["table"], claim["kind"]
+    metric = claim["metric"]
     sign = claimed_sign(metric, claim["expect"])
     rows = claim.get("rows") or [claim["a"], claim["b"]]
     a, others = rows[0], rows[1:]

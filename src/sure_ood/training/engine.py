@@ -61,7 +61,7 @@ def train_epoch(run: Run, epoch: int) -> tuple[dict, DataLoader]:
                 run.criterion,
                 run.optimizer,
                 mixup_weight=job.recipe.get("mixup_weight", 0.0),
-                mixup_beta=job.recipe.get("mixup_beta", 10.0),
+                mixup_beta=job.recipe["mixup_beta"],
                 crl_weight=job.recipe.get("crl_weight", 0.0),
                 crl_history=run.history,
                 generator=mix_gen,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sure_ood import distributed as ddp
+from sure_ood.defaults import with_defaults
 from sure_ood.io import InputError, file_digest
 from sure_ood.training.state import STATE_NAME
 
@@ -36,7 +37,9 @@ class TrainingJob:
     fingerprint); ``init_path`` initial weights overriding ``recipe.init``'s file. GPU options
     (no effect on the CPU): ``amp`` (autocast dtype or ``tf32``), ``channels_last``;
     ``workers`` / ``pin_memory`` (None = on CUDA) configure the loaders.
-    ``stop_after_epoch`` ends the job after that epoch, state saved (to test resuming)."""
+    ``stop_after_epoch`` ends the job after that epoch, state saved (to test resuming).
+    Keys ``model_cfg`` or ``recipe`` lack take the schema's defaults (a hand-written recipe gets
+    what the workflow's validated config holds)."""
 
     bench: dict
     model_cfg: dict
@@ -52,6 +55,10 @@ class TrainingJob:
     channels_last: bool = False
     workers: int = 0
     pin_memory: bool | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "model_cfg", with_defaults("model", self.model_cfg))
+        object.__setattr__(self, "recipe", with_defaults("recipe", self.recipe))
 
 
 @dataclass
@@ -88,7 +95,7 @@ class Run:
 
     @property
     def select(self) -> str:
-        return self.job.recipe.get("select", "last")
+        return self.job.recipe["select"]
 
     def swa_active(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` ends with an SWA update (``epoch > swa_start_epoch``)."""
@@ -136,9 +143,9 @@ def build_run(job: TrainingJob) -> Run:
         from sure_ood.tricks.swa import make_swa
 
         swa_model, swa_sched = make_swa(
-            model, optimizer, recipe["swa_lr"], recipe.get("swa_anneal_epochs", 10)
+            model, optimizer, recipe["swa_lr"], recipe["swa_anneal_epochs"]
         )
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.get("label_smoothing", 0.0))
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     history = _history_class(recipe, dist)(len(train_ds))
 
     # The state folder is keyed by everything that defines the run, so an edited recipe
@@ -185,20 +192,23 @@ def seed_everything(seed: int) -> None:
 
 def num_epochs(recipe: dict) -> int:
     """Epochs actually trained: SSB-OSR's loop runs ``epochs + 1``
-    (docs/method.md#learning-rate-schedule)."""
-    return int(recipe["epochs"]) + (1 if recipe.get("extra_final_epoch", False) else 0)
+    (docs/method.md#learning-rate-schedule). Keys the recipe lacks take the schema's defaults."""
+    recipe = with_defaults("recipe", recipe)
+    return int(recipe["epochs"]) + (1 if recipe["extra_final_epoch"] else 0)
 
 
 def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
     """SGD (momentum) or AdamW with the recipe's lr and weight decay, wrapped in SAM
-    (:class:`sure_ood.tricks.sam.SAM`, ASAM if ``sam_adaptive``) when ``sam_rho > 0``."""
-    name = recipe.get("optimizer", "sgd")
+    (:class:`sure_ood.tricks.sam.SAM`, ASAM if ``sam_adaptive``) when ``sam_rho > 0``. Keys the
+    recipe lacks take the schema's defaults."""
+    recipe = with_defaults("recipe", recipe)
+    name = recipe["optimizer"]
     if name == "sgd":
         base, kw = (
             torch.optim.SGD,
             {
                 "lr": recipe["lr"],
-                "momentum": recipe.get("momentum", 0.9),
+                "momentum": recipe["momentum"],
                 "weight_decay": recipe.get("weight_decay", 0.0),
             },
         )
@@ -216,7 +226,7 @@ def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
     if rho > 0:
         from sure_ood.tricks.sam import SAM
 
-        return SAM(params, base, rho=rho, adaptive=bool(recipe.get("sam_adaptive", False)), **kw)
+        return SAM(params, base, rho=rho, adaptive=bool(recipe["sam_adaptive"]), **kw)
     return base(params, **kw)
 
 
@@ -236,7 +246,7 @@ def _datasets(job: TrainingJob, model, spec: dict, manifest, dist, loader_kw: di
 
     tcfg = resolve_transform_config(job.bench, model)
     norm = tcfg.pop("norm")
-    aug = job.recipe.get("augmentation", "none")
+    aug = job.recipe["augmentation"]
     train_tf = make_transform("center", spec["img_size"], norm, train=True, augmentation=aug)
     val_tf = make_transform("center", spec["img_size"], norm, **tcfg)
     train_ds = open_split(job.bench, manifest, "train", train_tf)

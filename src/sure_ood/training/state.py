@@ -196,7 +196,7 @@ def final_weights(state: dict) -> tuple[dict, str]:
     epoch's with ``select: best_val``, else the SWA average where SWA was active (its
     ``module.`` entries, without ``n_averaged``), else the last model
     (docs/method.md#swa)."""
-    if state.get("select", "last") == "best_val":
+    if state.get("select") == "best_val":
         return state["best"]["weights"], f"best_val (epoch {state['best']['epoch']})"
     if state.get("swa_active"):
         prefix = "module."
