@@ -103,6 +103,12 @@ def test_a_hand_run_train_with_a_partial_recipe_gets_the_schemas_defaults(monkey
     assert set(filled["recipes"][recipe_id]) - set(raw["recipes"][recipe_id])  # some were missing
     assert job.recipe == filled["recipes"][recipe_id]
     assert job.model_cfg == filled["models"][model_id]
+    # the fingerprint of the partial subtrees is the validated run's (it resumes the same state)
+    from sure_ood.training.setup import run_fingerprint
+
+    bench = filled["benchmark"]
+    raw_fp = run_fingerprint(bench, raw["models"][model_id], raw["recipes"][recipe_id], 0, None)
+    assert raw_fp == run_fingerprint(bench, job.model_cfg, job.recipe, 0, None)
 
 
 def test_the_optimizer_of_a_partial_recipe_is_the_schemas():

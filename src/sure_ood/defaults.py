@@ -5,8 +5,9 @@ Snakemake's ``validate`` fills them in before a rule passes a subtree (a recipe,
 claim) to its stage, so the library reads those keys as they are and never restates a default
 (a second copy would drift). A Python caller (a test, a benchmark, a notebook) or a hand-run
 command that passes a partial subtree gets the same defaults from :func:`with_defaults`, which
-the library's entry points call (``model_spec``, ``TrainingJob``, ``make_optimizer``,
-``num_epochs``, ``evaluate_claim``). On a validated subtree it changes nothing.
+the library's entry points call (``model_spec``, ``TrainingJob``, ``run_fingerprint``,
+``make_optimizer``, ``num_epochs``, ``evaluate_claim``). On a validated subtree it changes
+nothing.
 
 Imports only the standard library, PyYAML and :mod:`sure_ood.io`: the train and claims stages
 import it, so it is part of their code version (:mod:`sure_ood.code_version`).

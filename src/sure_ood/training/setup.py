@@ -291,13 +291,15 @@ def _history_class(recipe: dict, dist):
 def run_fingerprint(bench, model_cfg, recipe, seed, init_file, data_id: str = "") -> str:
     """Short hash of everything that defines a run: the benchmark's identity keys (never the
     data's location), model, recipe, seed, the training images' digest, the init file's
-    bytes and the training code."""
+    bytes and the training code. A partial model or recipe is the run of its schema defaults
+    (the fingerprint of the :class:`TrainingJob` built from it)."""
     import hashlib
 
     from sure_ood.code_version import code_version
     from sure_ood.data import benchmark_identity
 
     ident = benchmark_identity(bench, "train")
+    model_cfg, recipe = with_defaults("model", model_cfg), with_defaults("recipe", recipe)
     h = hashlib.sha256(json.dumps([ident, model_cfg, recipe, seed], sort_keys=True).encode())
     if data_id:
         h.update(data_id.encode())
