@@ -39,6 +39,8 @@ def test_with_defaults_fills_what_snakemakes_validate_fills(name):
             # a validated subtree comes back equal, in the same key order (run fingerprints)
             again = defaults.with_defaults(subtree, filled[section][ident])
             assert list(again.items()) == list(filled[section][ident].items())
+    bench = defaults.with_defaults("benchmark", raw["benchmark"])
+    assert bench == filled["benchmark"] and set(bench) > set(raw["benchmark"])
     assert lacking > 0  # the shipped configs rely on the defaults, so the check has teeth
 
 
@@ -46,7 +48,7 @@ def test_with_defaults_copies_and_names_its_subtrees():
     recipe = {"epochs": 1}
     out = defaults.with_defaults("recipe", recipe)
     assert recipe == {"epochs": 1} and out["epochs"] == 1  # the caller's dict is untouched
-    with pytest.raises(ValueError, match="'recipes'.*recipe, model, claim"):
+    with pytest.raises(ValueError, match="'recipes'.*recipe, model, claim, benchmark"):
         defaults.schema_defaults("recipes")
 
 

@@ -32,6 +32,7 @@ SUBTREES = {
     "recipe": ("recipes", True),
     "model": ("models", True),
     "claim": ("claims", True),
+    "benchmark": ("benchmark", False),
 }
 
 
@@ -60,7 +61,7 @@ def schema_defaults(subtree: str) -> dict[str, Any]:
 
 
 def with_defaults(subtree: str, values: dict) -> dict:
-    """A copy of ``values`` (one ``subtree``: ``recipe``, ``model`` or ``claim``) with the
+    """A copy of ``values`` (one ``subtree``: a key of :data:`SUBTREES`) with the
     schema's default of every key it lacks, as Snakemake's ``validate`` fills them in. The
     given keys keep their values and order, so a validated subtree comes back equal."""
     out = dict(values)
