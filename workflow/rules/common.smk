@@ -157,13 +157,18 @@ def data_input(name):
 # ---- prepared data: one manifest per split (sure_ood.stages.prepare_data, in parts) --------
 from sure_ood.data import ID_PART, ID_SPLITS, TRAIN_SPLITS, prepare_identity
 
-DATA_DIR = f"{OUT}/data"
-
 
 def split_manifest(split):
     """The manifest of one split: a job reads only those of its splits, so adding an OOD
     split changes no input of training or of another split's jobs."""
     return data_input(f"split~{split}/manifest.parquet")
+
+
+def get_prepared_dir(wildcards, input, output):
+    """The prepare_data folder, where classes.json is (the ID part's output, an OOD part's
+    input)."""
+    classes = output.classes if "classes" in output.keys() else input.classes
+    return os.path.dirname(classes)
 
 
 def get_prepare_identity(wildcards):

@@ -19,7 +19,7 @@ rule prepare_data:
     params:
         code=code_version("prepare_data"),
         benchmark=get_prepare_identity,
-        out_dir=DATA_DIR,
+        out_dir=get_prepared_dir,
         part=ID_PART,
     shell:
         "sure-ood prepare_data --job {SPLIT_JOB} --part {params.part} "
@@ -45,7 +45,7 @@ rule prepare_data_ood:
     params:
         code=code_version("prepare_data"),
         benchmark=get_prepare_identity,
-        out_dir=DATA_DIR,
+        out_dir=get_prepared_dir,
     shell:
         "sure-ood prepare_data --job {SPLIT_JOB} --part {wildcards.split} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
