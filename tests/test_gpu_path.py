@@ -371,14 +371,15 @@ def test_manifest_paths_follow_the_data_root(tmp_path):
     from conftest import ROOT
     from imagefolder_fixture import make_imagefolder
 
-    from sure_ood.data import TRAIN_SPLITS, open_split, read_manifest, split_identity
+    from sure_ood.data import TRAIN_SPLITS, open_split, read_split_manifests, split_identity
     from sure_ood.io import InputError
     from sure_ood.stages.prepare_data import prepare
 
     bench = yaml.safe_load((ROOT / "config/imagenet_ssb_tiny.yaml").read_text())["benchmark"]
     bench["data_root"] = str(make_imagefolder(tmp_path / "a", n_train=4, n_val=2, n_ood=2))
     prepare(bench, tmp_path / "prep", 1)
-    m = read_manifest(tmp_path / "prep/manifest.parquet")
+    splits = ["train", "val", "id_test", *bench["ood_splits"]]
+    m = read_split_manifests(tmp_path / "prep", splits)
     assert not any(p.startswith("/") for p in m["path"])  # relative to data_root
     shutil.move(tmp_path / "a", tmp_path / "b")
     moved = {**bench, "data_root": str(tmp_path / "b")}
@@ -386,7 +387,7 @@ def test_manifest_paths_follow_the_data_root(tmp_path):
     assert x.shape[0] == 3 and label >= 0
     # the same images elsewhere are the same training data
     prepare(moved, tmp_path / "prep_b", 1)
-    m_b = read_manifest(tmp_path / "prep_b/manifest.parquet")
+    m_b = read_split_manifests(tmp_path / "prep_b", splits)
     assert m_b.equals(m)
     assert split_identity(m_b, TRAIN_SPLITS) == split_identity(m, TRAIN_SPLITS) != ""
     with pytest.raises(InputError, match=r"^benchmark\.data_root: not set"):

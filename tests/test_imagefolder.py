@@ -6,11 +6,10 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 from imagefolder_fixture import EASY, HARD, KNOWN, make_imagefolder
 
-from sure_ood.data import make_transform, open_split, resolve_transform_config
+from sure_ood.data import make_transform, open_split, read_split_manifests, resolve_transform_config
 from sure_ood.io import InputError
 from sure_ood.stages.prepare_data import prepare
 
@@ -38,6 +37,11 @@ def _bench(root, **kw):
     return b
 
 
+def _manifest(data_dir):
+    """Every prepared split's manifest as one table (ID splits first)."""
+    return read_split_manifests(data_dir, ["train", "val", "id_test", *OOD])
+
+
 def _copy(inet, tmp_path):
     return shutil.copytree(inet, tmp_path / "data")
 
@@ -55,7 +59,7 @@ def test_prepare_counts_splits_and_prior(inet, tmp_path):
         "ssb_hard": 20,
     }
     assert summary["skipped"] == []
-    m = pd.read_parquet(tmp_path / "manifest.parquet")
+    m = _manifest(tmp_path)
     assert {"split", "source_index", "path", "class_id", "label"} <= set(m.columns)
     # every image once, every path from its split's folder, relative to data_root (so the
     # manifest does not change when the data folder moves)
@@ -74,11 +78,48 @@ def test_prepare_counts_splits_and_prior(inet, tmp_path):
     assert not val & train and not val & set(m[m.split == "id_test"].path)
     # the held-out share is seeded: same split again
     prepare(_bench(inet), tmp_path / "again", workers=1)
-    m2 = pd.read_parquet(tmp_path / "again/manifest.parquet")
+    m2 = _manifest(tmp_path / "again")
     assert set(m2[m2.split == "val"].path) == val
     prior = np.load(tmp_path / "prior.npy")
     train_labels = m[m.split == "train"].label.to_numpy()
     np.testing.assert_allclose(prior, np.bincount(train_labels, minlength=4) / len(train_labels))
+
+
+def test_parts_one_by_one_and_an_added_ood_split(inet, tmp_path):
+    """The workflow's way: the ID part, then each OOD split on its own, write what one run
+    writes; an OOD split's rows are those of its folder (labels -1, source_index numbering its
+    own rows). Adding an OOD split later and preparing only it leaves every other file as it
+    was, bytes and modification time."""
+    from imagefolder_fixture import MEDIUM, add_ood_split
+
+    whole = tmp_path / "whole"
+    prepare(_bench(inet), whole, workers=1)
+    parts = tmp_path / "parts"
+    for part in ("id", *OOD):
+        prepare(_bench(inet), parts, workers=1, part=part)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(parts.rglob("*.*"))}
+    assert {p.relative_to(parts): b for p, (b, _) in before.items()} == {
+        p.relative_to(whole): p.read_bytes() for p in sorted(whole.rglob("*.*"))
+    }
+    for split, classes in (("ssb_easy", EASY), ("ssb_hard", HARD)):
+        m = read_split_manifests(parts, [split])
+        assert sorted(set(m.class_id)) == classes and (m.label == -1).all()
+        assert m.source_index.tolist() == list(range(len(m)))
+        summary = json.loads((parts / f"split~{split}/summary.json").read_text())
+        assert summary["classes"] == classes and summary["counts"] == {split: len(m)}
+
+    data = _copy(inet, tmp_path)
+    medium = add_ood_split(data)
+    grown = _bench(data, ood_splits=[*OOD, medium])
+    summary = prepare(grown, parts, workers=1, part=medium)
+    assert summary == {
+        "benchmark": "inet_test", "split": medium, "classes": MEDIUM,
+        "counts": {medium: 10}, "skipped": [],
+    }  # fmt: skip
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before}
+    assert after == before
+    m = read_split_manifests(parts, [medium])
+    assert all(p.startswith(f"{medium}/") for p in m.path) and len(m) == 10
 
 
 def test_open_split_yields_rgb_tensors_labels_and_indices(inet, tmp_path):
@@ -88,7 +129,7 @@ def test_open_split_yields_rgb_tensors_labels_and_indices(inet, tmp_path):
     gray = data / "val" / KNOWN[2] / "ILSVRC2012_val_00000000.png"
     Image.open(gray).convert("L").save(gray)  # a greyscale file: loaded as RGB
     prepare(_bench(data), tmp_path / "out", workers=1)
-    m = pd.read_parquet(tmp_path / "out/manifest.parquet")
+    m = _manifest(tmp_path / "out")
     cfg = resolve_transform_config(_bench(data))
     norm = cfg.pop("norm")
     ds = open_split(_bench(data), m, "id_test", make_transform("center", 16, norm, **cfg))
@@ -108,7 +149,7 @@ def test_open_split_yields_rgb_tensors_labels_and_indices(inet, tmp_path):
 def test_missing_root_is_named(tmp_path):
     with pytest.raises(InputError, match="nowhere"):
         prepare(_bench(tmp_path / "nowhere"), tmp_path / "out")
-    assert not (tmp_path / "out" / "manifest.parquet").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_every_missing_class_folder_is_listed(inet, tmp_path):
@@ -154,7 +195,7 @@ def test_skip_unreadable_records_the_skip_list(inet, tmp_path):
     assert skipped == {str(bad): "train", str(data / "val" / KNOWN[0] / "notes.png"): "id_test"}
     classes = json.loads((tmp_path / "out/classes.json").read_text())
     assert classes["skipped"] == summary["skipped"]
-    m = pd.read_parquet(tmp_path / "out/manifest.parquet")
+    m = _manifest(tmp_path / "out")
     assert str(bad) not in set(m.path)
     assert summary["counts"]["train"] + summary["counts"]["val"] == 159
     assert summary["counts"]["id_test"] == 40
@@ -174,7 +215,7 @@ def test_split_from_a_file_list(inet, tmp_path):
     )
     summary = prepare(bench, tmp_path / "out", workers=1)
     assert summary["counts"]["id_test"] == 12 and summary["counts"]["ssb_easy"] == 5
-    m = pd.read_parquet(tmp_path / "out/manifest.parquet")
+    m = _manifest(tmp_path / "out")
     idt = m[m.split == "id_test"]
     assert (idt.label.to_numpy() == np.repeat(np.arange(4), 3)).all()
     assert (idt.class_id.to_numpy() == np.repeat(sorted(KNOWN), 3)).all()

@@ -102,6 +102,7 @@ def test_published_dag_dry_runs_on_imagefolder_data(inet_data, tmp_path):
     # runs: baseline, sure seed 0, sure seed 1; test models: baseline, sure (LN), sure no-LN,
     # no-LN 480, soup of seeds 0+1 at 480
     assert jobs["prepare_data"] == 1 and jobs["train"] == 3 and jobs["make_test_model"] == 5
+    assert jobs["prepare_data_ood"] == 2  # one part per OOD split
     # sharded extraction (4 shards), merged per split before scoring
     assert jobs["extract"] == 4 * jobs["merge_features"]
     assert "--num-shards 4" in out
@@ -130,15 +131,16 @@ def test_tiny_copy_runs_end_to_end(inet_data, tmp_path):
     out = work / "results/imagenet_ssb_tiny"
     classes = json.loads((out / "data/classes.json").read_text())
     assert classes["known_classes"] == sorted(KNOWN)
-    assert classes["counts"] == {
-        "train": 144, "val": 16, "id_test": 40, "ssb_easy": 20, "ssb_hard": 20
-    }  # fmt: skip
+    assert classes["counts"] == {"train": 144, "val": 16, "id_test": 40}
+    for split in ("ssb_easy", "ssb_hard"):  # each OOD split's part: its own summary
+        summary = json.loads((out / f"data/split~{split}/summary.json").read_text())
+        assert summary["counts"] == {split: 20}
     # the merged shards hold every image of the split, in manifest order
     feats = out / "features/deit3_micro-baseline-s0/view~center"
-    m = pd.read_parquet(out / "data/manifest.parquet")
     for split in ("id_test", "ssb_easy", "ssb_hard"):
+        m = pd.read_parquet(out / f"data/split~{split}/manifest.parquet")
         with np.load(feats / f"split~{split}.npz") as z:
-            np.testing.assert_array_equal(z["labels"], m[m.split == split].label.to_numpy())
+            np.testing.assert_array_equal(z["labels"], m.label.to_numpy())
     row = json.loads((out / "rows/sure_vs_baseline/baseline.json").read_text())
     assert row["n_id"] == 40 and row["n_ood"] == 40
     assert set(row["per_split"]) == {"ssb_easy", "ssb_hard"}
@@ -150,6 +152,7 @@ def test_tiny_copy_runs_end_to_end(inet_data, tmp_path):
     assert (out / "rows/posthoc/rw_odin.json").exists()
     assert "published ACC" in (out / "tables/sure_vs_baseline.md").read_text()
     _moving_the_data_reruns_nothing(work, inet_data, tmp_path)
+    _adding_an_ood_split_reruns_only_its_work(work, inet_data, tmp_path)
 
 
 def _dry_run(work, *args):
@@ -171,3 +174,45 @@ def _moving_the_data_reruns_nothing(work, inet_data, tmp_path):
                  "merge_features", "odin", "score"):  # fmt: skip
         assert jobs.get(rule, 0) == 0, f"{rule} reruns after moving the data:\n{out[-4000:]}"
     assert "Nothing to be done" in out, out[-3000:]
+
+
+def _scheduled(out: str) -> list[tuple[str, str]]:
+    """(rule, first output) of every job of a dry run's printout."""
+    jobs = []
+    for m in re.finditer(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)", out, re.M):
+        o = re.search(r"^    output: ([^,\n]+)", m.group(2), re.M)
+        jobs.append((m.group(1), o.group(1).strip() if o else ""))
+    return jobs
+
+
+def _adding_an_ood_split_reruns_only_its_work(work, inet_data, tmp_path):
+    """A third OOD split (its folder, its classes in the SSB split file, its name in
+    ood_splits) schedules its own prepare_data part, extraction and ODIN jobs, and the
+    scores, rows and tables that report it: no training, no test model, and nothing of the
+    splits already done."""
+    import shutil
+
+    from imagefolder_fixture import add_ood_split
+
+    grown = tmp_path / "grown" / "inet"
+    shutil.copytree(inet_data, grown)
+    split = add_ood_split(grown)
+    cfg = yaml.safe_load((work / "config/imagenet_ssb_tiny.yaml").read_text())
+    cfg["benchmark"]["ood_splits"].append(split)
+    (work / "config/grown.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    jobs, out = _dry_run(
+        work, "--configfile", "config/grown.yaml", "--config", f"data_root={grown}"
+    )
+    for rule in ("prepare_data", "train", "finalize_swa", "make_test_model"):
+        assert jobs.get(rule, 0) == 0, f"{rule} reruns after adding an OOD split:\n{out[-4000:]}"
+    scheduled = _scheduled(out)
+    own = {r: [o for rr, o in scheduled if rr == r] for r in ("prepare_data_ood", "extract",
+                                                             "merge_features", "odin")}  # fmt: skip
+    assert own["prepare_data_ood"] == [
+        f"results/imagenet_ssb_tiny/data/split~{split}/manifest.parquet"
+    ]
+    # the new split of each (test model, view): 2 shards, 1 merge; ODIN on the SURE model
+    assert len(own["extract"]) == 2 * len(own["merge_features"]) > 0 and own["odin"], own
+    for rule in ("extract", "merge_features", "odin"):
+        assert all(f"/split~{split}" in o for o in own[rule]), (rule, own[rule])
+    assert jobs["score"] > 0 and jobs["evaluate"] == 3 and jobs["table"] == 2, jobs

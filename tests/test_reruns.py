@@ -25,7 +25,9 @@ from conftest import BIN, ROOT, copy_workflow, run_snakemake, snakemake_env
 from sure_ood.code_version import code_version, method_code_version
 
 CONFIG = "config/digits_osr.yaml"
-UPSTREAM = {"prepare_data", "train", "finalize_swa", "make_test_model", "extract"}
+UPSTREAM = {
+    "prepare_data", "prepare_data_ood", "train", "finalize_swa", "make_test_model", "extract"
+}  # fmt: skip
 
 
 def _copy_run(src: Path, dest: Path) -> Path:

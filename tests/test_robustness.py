@@ -74,7 +74,8 @@ def _env() -> dict:
 def data_dir(tmp_path_factory) -> Path:
     """The digits_osr splits, written by ``sure-ood prepare_data``."""
     out = tmp_path_factory.mktemp("digits_data")
-    assert main(["prepare_data", "--benchmark", json.dumps(BENCH), "--out-dir", str(out)]) == 0
+    argv = ["prepare_data", "--benchmark", json.dumps(BENCH), "--out-dir", str(out)]
+    assert main([*argv, "--part", "all"]) == 0
     return out
 
 
@@ -366,10 +367,11 @@ def test_crafted_training_state_is_refused_on_resume(tmp_path, data_dir):
     from sure_ood.training.setup import TrainingJob, run_fingerprint
 
     marker = tmp_path / "pwned"
-    from sure_ood.data import TRAIN_SPLITS, split_identity  # the training images' digest
+    from sure_ood.data import TRAIN_SPLITS, read_split_manifests, split_identity
 
+    train_manifest = read_split_manifests(data_dir, TRAIN_SPLITS)  # the training images
     fp = run_fingerprint(
-        BENCH, MODEL, BASELINE, 3, None, split_identity(data_dir / "manifest.parquet", TRAIN_SPLITS)
+        BENCH, MODEL, BASELINE, 3, None, split_identity(train_manifest, TRAIN_SPLITS)
     )
     (tmp_path / "state" / fp).mkdir(parents=True)
     _crafted_pickle(tmp_path / "state" / fp / "state.pt", marker)

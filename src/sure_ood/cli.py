@@ -21,7 +21,7 @@ import sys
 
 # stage name -> one-line help. The module is sure_ood.stages.<stage name>.
 STAGES: dict[str, str] = {
-    "prepare_data": "split a benchmark into train/val/ID-test/OOD-test; write manifests + prior",
+    "prepare_data": "split a benchmark, a part a job: ID splits + classes + prior, or an OOD split",
     "train": "train one run (recipe x seed); resumable",
     "finalize_swa": "turn a run's training state into final weights (SWA average or last)",
     "make_test_model": "soup runs, drop the final norm, change the test resolution",

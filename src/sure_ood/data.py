@@ -57,14 +57,26 @@ def split_open_set(
     """Stratified, seeded open-set split; returns source indices per split.
 
     Known-class images are divided per class into ``train``/``val``/``id_test`` by
-    ``fractions`` (largest-remainder rounding per class, so every class keeps its share);
-    ``ood_test`` takes ``ood_fraction`` of each unknown class. No image is in two splits.
+    ``fractions`` (:func:`split_known`); ``ood_test`` takes ``ood_fraction`` of each unknown
+    class (:func:`split_unknown`). No image is in two splits. The two halves draw from
+    separate seeds, so each can be computed without the other (prepare_data's parts).
     """
+    return {
+        **split_known(class_ids, known, fractions, seed),
+        "ood_test": split_unknown(class_ids, unknown, ood_fraction, seed),
+    }
+
+
+def split_known(
+    class_ids: np.ndarray, known: Sequence[int], fractions: dict[str, float], seed: int
+) -> dict[str, np.ndarray]:
+    """``train``/``val``/``id_test`` source indices of the known classes: stratified per class
+    by ``fractions`` (largest-remainder rounding per class, so every class keeps its share),
+    seeded by ``seed`` and ``seed + 1``."""
     from sklearn.model_selection import train_test_split
 
     rng_seed = int(seed)
-    known_mask = np.isin(class_ids, np.asarray(known))
-    known_idx = np.flatnonzero(known_mask)
+    known_idx = np.flatnonzero(np.isin(class_ids, np.asarray(known)))
     total = sum(fractions.values())
     f_train, f_val, f_test = (fractions[k] / total for k in ("train", "val", "id_test"))
     train_idx, rest = train_test_split(
@@ -74,20 +86,25 @@ def split_open_set(
     val_idx, test_idx = train_test_split(
         rest, train_size=val_share, stratify=class_ids[rest], random_state=rng_seed + 1
     )
+    return {"train": np.sort(train_idx), "val": np.sort(val_idx), "id_test": np.sort(test_idx)}
+
+
+def split_unknown(
+    class_ids: np.ndarray, unknown: Sequence[int], ood_fraction: float, seed: int
+) -> np.ndarray:
+    """``ood_test`` source indices: ``ood_fraction`` of each unknown class (stratified, seeded
+    by ``seed + 2``), or every unknown-class image."""
+    from sklearn.model_selection import train_test_split
+
     unknown_idx = np.flatnonzero(np.isin(class_ids, np.asarray(unknown)))
     if ood_fraction < 1.0:
         unknown_idx, _ = train_test_split(
             unknown_idx,
             train_size=ood_fraction,
             stratify=class_ids[unknown_idx],
-            random_state=rng_seed + 2,
+            random_state=int(seed) + 2,
         )
-    return {
-        "train": np.sort(train_idx),
-        "val": np.sort(val_idx),
-        "id_test": np.sort(test_idx),
-        "ood_test": np.sort(unknown_idx),
-    }
+    return np.sort(unknown_idx)
 
 
 def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -396,6 +413,46 @@ def benchmark_identity(bench: dict, stage: str) -> dict:
     return {k: v for k, v in bench.items() if k not in drop}
 
 
+# ---- prepared data: one manifest per split --------------------------------------------------
+# prepare_data works in parts, so that each job depends only on the splits it reads: the
+# in-distribution part writes the ID splits' manifests, classes.json and prior.npy; each OOD
+# split is a part of its own (its manifest and summary.json). Adding, removing or renaming an OOD
+# split therefore touches no file that another split's jobs read.
+ID_SPLITS = ("train", "val", "id_test")
+ID_PART = "id"
+# Keys that only shape the in-distribution part (an OOD part reads the known classes from the
+# ID part's classes.json instead).
+ID_KEYS = ("known_classes", "split", "val_fraction")
+
+
+def manifest_path(data_dir, split: str):
+    """The manifest of one prepared split: ``<data_dir>/split~<split>/manifest.parquet``."""
+    from pathlib import Path
+
+    return Path(data_dir) / f"split~{split}" / "manifest.parquet"
+
+
+def read_split_manifests(data_dir, splits):
+    """The manifests of ``splits`` (prepared by prepare_data) as one table, in that order."""
+    import pandas as pd
+
+    return pd.concat([read_manifest(manifest_path(data_dir, s)) for s in splits], ignore_index=True)
+
+
+def prepare_identity(bench: dict, part: str) -> dict:
+    """The split-defining keys one prepare_data part depends on (its rerun trigger), from the
+    location-free split keys ``bench``: never the list of OOD splits; the ID part
+    (``part == ID_PART``) without the OOD-only keys, an OOD split's part without the ID-only
+    keys; of ``splits`` (file lists or folders) only the part's own entries. So adding an OOD
+    split changes no other part's identity."""
+    own = set(ID_SPLITS) if part == ID_PART else {part}
+    drop = {"ood_splits", *(OOD_KEYS if part == ID_PART else ID_KEYS)}
+    ident = {k: v for k, v in bench.items() if k not in drop}
+    if ident.get("splits"):
+        ident["splits"] = {k: v for k, v in ident["splits"].items() if k in own}
+    return ident
+
+
 def split_identity(manifest, splits) -> str:
     """A digest of the images of ``splits`` in a manifest (a DataFrame or a parquet path):
     split, class, label, and each file's path relative to the common folder of its split,
@@ -462,11 +519,9 @@ def open_test_split(
     Transforms from the config, else from ``model``'s timm ``pretrained_cfg``
     (:func:`resolve_transform_config`), so ``extract`` and ``odin`` see exactly the same
     images (:func:`sure_ood.inference.open_test_loader`)."""
-    from pathlib import Path
-
     from torch.utils.data import Subset
 
-    manifest = read_manifest(Path(data_dir) / "manifest.parquet")
+    manifest = read_manifest(manifest_path(data_dir, split))
     tcfg = resolve_transform_config(bench, model)
     norm = tcfg.pop("norm")
     ds = open_split(bench, manifest, split, make_transform(view, img_size, norm, **tcfg))

@@ -302,42 +302,15 @@ def holdout(class_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def prepare_imagefolder(bench: dict, workers: int = 1):
-    """Scan, check and split an imagefolder benchmark; ``(manifest DataFrame, summary)``.
-
-    Every problem of the data (missing root, every missing class folder of every split,
-    unreadable files) is collected and raised in one :class:`InputError` before anything is
-    written. With ``skip_unreadable`` the unreadable files are left out and listed in the
-    summary (``skipped``) instead.
-    """
-    import pandas as pd
-
+def _check_root(bench: dict) -> None:
     root = data_root(bench)
     if root is not None and not root.is_dir():
         raise InputError(f"benchmark.data_root: {root} is not a directory")
-    ood_splits = list(bench.get("ood_splits") or ["ood_test"])
-    known, ood_classes = _classes(bench, ood_splits)
-    problems: list[str] = []
-    train = _split_entries(bench, "train", known, known, problems)
-    if known is None:
-        known = sorted({c for _, c in train})
-    per_split = {"train": train}
-    if (bench.get("splits") or {}).get("val"):
-        per_split["val"] = _split_entries(bench, "val", known, known, problems)
-    per_split["id_test"] = _split_entries(bench, "id_test", known, known, problems)
-    for s in ood_splits:
-        per_split[s] = _split_entries(bench, s, ood_classes[s], None, problems)
-    if problems:
-        raise InputError("imagefolder benchmark: " + "; ".join(problems))
-    known_set = set(known)
-    all_ood = sorted({c for s in ood_splits for _, c in per_split[s]})
-    overlap = sorted(known_set & set(all_ood))
-    if overlap:
-        raise InputError(f"benchmark: known and unknown classes overlap: {overlap}")
-    for s in ("train", "id_test"):
-        if not per_split[s]:
-            raise InputError(f"split {s}: no image found")
 
+
+def _checked(bench: dict, per_split: dict, workers: int) -> dict[str, str]:
+    """``{path: reason}`` of the unreadable files of ``per_split``; an error listing them all
+    unless ``skip_unreadable``."""
     paths = [p for entries in per_split.values() for p, _ in entries]
     bad = check_images(paths, bench.get("verify_images", "decode"), workers)
     if bad and not bench.get("skip_unreadable", False):
@@ -346,22 +319,67 @@ def prepare_imagefolder(bench: dict, workers: int = 1):
             f"{len(bad)} unreadable image files (set benchmark.skip_unreadable: true to leave "
             f"them out): {listing}"
         )
+    return bad
+
+
+def _frame(split: str, entries, bad: dict, label):
+    """The manifest rows of one split (unreadable files left out) and the skipped files."""
+    import pandas as pd
+
+    keep = [(p, c) for p, c in entries if p not in bad]
+    skipped = [{"split": split, "path": p, "error": bad[p]} for p, c in entries if p in bad]
+    frame = pd.DataFrame(
+        {
+            "split": split,
+            "path": [p for p, _ in keep],
+            "class_id": [c for _, c in keep],
+            "label": np.array([label(c) for _, c in keep], dtype=np.int64),
+        }
+    )
+    return frame, skipped
+
+
+def _numbered(frames):
+    """The frames as one manifest, ``source_index`` numbering its rows."""
+    import pandas as pd
+
+    manifest = pd.concat(frames, ignore_index=True)
+    manifest.insert(1, "source_index", np.arange(len(manifest), dtype=np.int64))
+    return manifest
+
+
+def prepare_imagefolder(bench: dict, workers: int = 1):
+    """Scan, check and split the in-distribution part of an imagefolder benchmark (``train``,
+    ``val``, ``id_test``); ``(manifest DataFrame, summary)``.
+
+    Every problem of the data (missing root, every missing class folder of every split,
+    unreadable files) is collected and raised in one :class:`InputError` before anything is
+    written. With ``skip_unreadable`` the unreadable files are left out and listed in the
+    summary (``skipped``) instead. ``source_index`` numbers the part's rows.
+    """
+    _check_root(bench)
+    known, _ = _classes(bench, [])
+    problems: list[str] = []
+    train = _split_entries(bench, "train", known, known, problems)
+    if known is None:
+        known = sorted({c for _, c in train})
+    per_split = {"train": train}
+    if (bench.get("splits") or {}).get("val"):
+        per_split["val"] = _split_entries(bench, "val", known, known, problems)
+    per_split["id_test"] = _split_entries(bench, "id_test", known, known, problems)
+    if problems:
+        raise InputError("imagefolder benchmark: " + "; ".join(problems))
+    for s in ("train", "id_test"):
+        if not per_split[s]:
+            raise InputError(f"split {s}: no image found")
+    bad = _checked(bench, per_split, workers)
 
     to_label = {c: i for i, c in enumerate(known)}
     frames = []
     skipped = []
     for split, entries in per_split.items():
-        keep = [(p, c) for p, c in entries if p not in bad]
-        skipped += [{"split": split, "path": p, "error": bad[p]} for p, c in entries if p in bad]
-        is_ood = split in ood_splits
-        frame = pd.DataFrame(
-            {
-                "split": split,
-                "path": [p for p, _ in keep],
-                "class_id": [c for _, c in keep],
-                "label": np.array([-1 if is_ood else to_label[c] for _, c in keep], dtype=np.int64),
-            }
-        )
+        frame, skip = _frame(split, entries, bad, to_label.__getitem__)
+        skipped += skip
         if split == "train" and "val" not in per_split:
             val = holdout(
                 frame["class_id"].to_numpy(), float(bench.get("val_fraction", 0.01)), bench["seed"]
@@ -369,8 +387,7 @@ def prepare_imagefolder(bench: dict, workers: int = 1):
             frames += [frame[~val], frame[val].assign(split="val")]
         else:
             frames.append(frame)
-    manifest = pd.concat(frames, ignore_index=True)
-    manifest.insert(1, "source_index", np.arange(len(manifest), dtype=np.int64))
+    manifest = _numbered(frames)
     for s in ("train", "val"):
         if (manifest["split"] == s).sum() == 0:
             raise InputError(f"split {s}: no image left (val_fraction, skipped files)")
@@ -378,10 +395,34 @@ def prepare_imagefolder(bench: dict, workers: int = 1):
     summary = {
         "benchmark": bench["name"],
         "known_classes": known,
-        "unknown_classes": all_ood,
-        "ood_classes": {s: sorted({c for _, c in per_split[s]}) for s in ood_splits},
         "num_classes": len(known),
-        "counts": {s: int(counts.get(s, 0)) for s in ["train", "val", "id_test", *ood_splits]},
+        "counts": {s: int(counts.get(s, 0)) for s in ("train", "val", "id_test")},
         "skipped": skipped,
     }
     return manifest, summary
+
+
+def prepare_imagefolder_ood(bench: dict, split: str, known: Sequence[str], workers: int = 1):
+    """Scan, check and list one OOD split of an imagefolder benchmark (its own part:
+    ``source_index`` numbers its rows, labels are -1); ``(manifest DataFrame, summary)``.
+    ``known``: the in-distribution classes (no OOD class may be one of them)."""
+    _check_root(bench)
+    _, ood_classes = _classes(bench, [split])
+    problems: list[str] = []
+    entries = _split_entries(bench, split, ood_classes[split], None, problems)
+    if problems:
+        raise InputError("imagefolder benchmark: " + "; ".join(problems))
+    classes = sorted({c for _, c in entries})
+    overlap = sorted(set(known) & set(classes))
+    if overlap:
+        raise InputError(f"benchmark: known and unknown classes overlap: {overlap}")
+    bad = _checked(bench, {split: entries}, workers)
+    frame, skipped = _frame(split, entries, bad, lambda c: -1)
+    summary = {
+        "benchmark": bench["name"],
+        "split": split,
+        "classes": classes,
+        "counts": {split: len(frame)},
+        "skipped": skipped,
+    }
+    return _numbered([frame]), summary

@@ -69,10 +69,6 @@ def split_config(with_location=True):
     return benchmark_split_config(config["benchmark"], with_location)
 
 
-def get_split_config(with_location=True):
-    return as_json(split_config(with_location))
-
-
 # ---- per-job files: a stage's config-derived options (sure_ood.jobs.job_file) --------------
 # The command names the file (`--job FILE`), so it holds paths and short values only. The
 # file's name is the digest of its content, so it is an input (ancient: its time never matters)
@@ -147,16 +143,19 @@ def extract_shapes():
         group = {
             "output": [f"{FEATURES}/split~{s}.npz" for s in TEST_SPLITS],
             "stem": "features/{test_model}/view~{view}/extract",
+            "manifest": [split_manifest(s) for s in TEST_SPLITS],
         }
         fit = {
             "output": f"{OUT}/features/{{test_model}}/view~{{view,center}}/split~{{split,train|val}}.npz",
             "stem": "features/{test_model}/view~{view}/split~{split}",
+            "manifest": split_manifest("{split}"),
         }
         return {"extract": group, "extract_train": fit}
     path = f"{FEATURES}/{SPLIT_STEM}.npz"
     one = {
         "output": temp(path) if EXTRACT_SHARDS > 1 else path,
         "stem": f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}",
+        "manifest": split_manifest("{split}"),
     }
     return {"extract": one}
 
@@ -166,7 +165,7 @@ def extract_args(wildcards, input, output):
     settings' job file)."""
     return {
         "--test-model": input.model,
-        "--data-dir": os.path.dirname(input.manifest),
+        "--data-dir": get_data_dir(wildcards, input),
         "--split": split_names(wildcards),
         "--view": wildcards.view,
         "--shard": int(wildcards.shard) if EXTRACT_SHARDS > 1 else None,
@@ -192,6 +191,30 @@ def get_bench_identity(stage):
 def data_input(name):
     """A prepare_data output (its image paths are relative to data_root)."""
     return f"{OUT}/data/{name}"
+
+
+# ---- prepared data: one manifest per split (sure_ood.stages.prepare_data, in parts) --------
+from sure_ood.data import ID_PART, ID_SPLITS, TRAIN_SPLITS, prepare_identity
+
+
+def split_manifest(split):
+    """The manifest of one split: a job reads only those of its splits, so adding an OOD
+    split changes no input of training or of another split's jobs."""
+    return data_input(f"split~{split}/manifest.parquet")
+
+
+def get_prepared_dir(wildcards, input, output):
+    """The prepare_data folder, where classes.json is (the ID part's output, an OOD part's
+    input)."""
+    classes = output.classes if "classes" in output.keys() else input.classes
+    return os.path.dirname(classes)
+
+
+def get_prepare_identity(wildcards):
+    """The split keys of one prepare_data part (its rerun trigger): the in-distribution
+    part's, or OOD split {split}'s (sure_ood.data.prepare_identity)."""
+    part = wildcards.split if "split" in wildcards.keys() else ID_PART
+    return as_json(prepare_identity(split_config(with_location=False), part))
 
 
 # Where the images are reaches the jobs outside their params and inputs: these globals (job
@@ -260,8 +283,11 @@ def get_all_targets():
     return targets
 
 
-def get_data_dir_of_output(wildcards, output):
-    return os.path.dirname(output.manifest)
+def get_data_dir(wildcards, input):
+    """The prepare_data folder, derived from the manifest input(s) (no hard-coded prefix):
+    data/split~<split>/manifest.parquet."""
+    manifests = [input.manifest] if isinstance(input.manifest, str) else input.manifest
+    return os.path.dirname(os.path.dirname(manifests[0]))
 
 
 # ---- train -------------------------------------------------------------------------------
@@ -304,7 +330,7 @@ def train_args(wildcards, input, output):
     outputs."""
     return {
         "--seed": get_train_seed(wildcards),
-        "--data-dir": os.path.dirname(input.manifest),
+        "--data-dir": get_data_dir(wildcards, input),
         "--init": input.init or None,
         "--state-dir": f"{run_dir(wildcards.model, wildcards.recipe, wildcards.seed)}/state",
         "--log": output.log,
@@ -398,7 +424,7 @@ def odin_args(wildcards, input, output):
     return {
         "--test-model": input.model,
         "--features": input.features,
-        "--data-dir": os.path.dirname(input.manifest),
+        "--data-dir": get_data_dir(wildcards, input),
         "--split": wildcards.split,
         "--view": wildcards.view,
         "--out": output[0],

@@ -11,7 +11,7 @@ for extract_name, shape in extract_shapes().items():
             extract_name
         input:
             model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-            manifest=data_input("manifest.parquet"),
+            manifest=shape["manifest"],
             job=ancient(get_extract_job),
         output:
             shape["output"],

@@ -2,7 +2,7 @@ rule odin:
     input:
         model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
         features=f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
-        manifest=data_input("manifest.parquet"),
+        manifest=split_manifest("{split}"),
         job=ancient(get_odin_job),
     output:
         f"{OUT}/odin/{{test_model}}/{ODIN_LEVELS}/view~{{view}}/split~{{split}}.npz",

@@ -1,7 +1,7 @@
 rule train:
     input:
         classes=data_input("classes.json"),
-        manifest=data_input("manifest.parquet"),
+        manifest=[split_manifest(s) for s in TRAIN_SPLITS],
         init=get_train_init,
         job=ancient(get_train_job),
     output:

@@ -46,9 +46,10 @@ FORMAT = 1
 METRICS = SEED_METRICS
 # the files of a run whose bytes a reference records (relative to results/<bench>/)
 FILE_PATTERNS = (
-    "data/manifest.parquet",
     "data/classes.json",
     "data/prior.npy",
+    "data/split~*/manifest.parquet",
+    "data/split~*/summary.json",
     "runs/**/final.safetensors",
     "test_models/**/model.safetensors",
     "features/**/*.npz",

@@ -105,7 +105,7 @@ class Run:
 def build_run(job: TrainingJob) -> Run:
     """Everything before the first step, in the order that fixes the random streams."""
     from sure_ood import numerics
-    from sure_ood.data import TRAIN_SPLITS, read_manifest, split_identity
+    from sure_ood.data import TRAIN_SPLITS, read_split_manifests, split_identity
     from sure_ood.models import initial_model, model_spec
 
     numerics.configure_torch(job.threads)  # portable: 1 thread, pinned kernels
@@ -118,7 +118,7 @@ def build_run(job: TrainingJob) -> Run:
     recipe = job.recipe
     seed_everything(job.seed)
     classes = json.loads((job.data_dir / "classes.json").read_text())
-    manifest = read_manifest(job.data_dir / "manifest.parquet")
+    manifest = read_split_manifests(job.data_dir, TRAIN_SPLITS)
     spec = model_spec(job.model_cfg, classes["num_classes"], recipe)
     model, file_init = initial_model(spec, recipe.get("init"), job.init_path)
     model.to(device)
