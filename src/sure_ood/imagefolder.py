@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sure_ood.defaults import with_defaults
 from sure_ood.io import InputError, read_json
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -312,8 +313,8 @@ def _checked(bench: dict, per_split: dict, workers: int) -> dict[str, str]:
     """``{path: reason}`` of the unreadable files of ``per_split``; an error listing them all
     unless ``skip_unreadable``."""
     paths = [p for entries in per_split.values() for p, _ in entries]
-    bad = check_images(paths, bench.get("verify_images", "decode"), workers)
-    if bad and not bench.get("skip_unreadable", False):
+    bad = check_images(paths, bench["verify_images"], workers)
+    if bad and not bench["skip_unreadable"]:
         listing = "; ".join(f"{p} ({r})" for p, r in sorted(bad.items()))
         raise InputError(
             f"{len(bad)} unreadable image files (set benchmark.skip_unreadable: true to leave "
@@ -355,8 +356,10 @@ def prepare_imagefolder(bench: dict, workers: int = 1):
     Every problem of the data (missing root, every missing class folder of every split,
     unreadable files) is collected and raised in one :class:`InputError` before anything is
     written. With ``skip_unreadable`` the unreadable files are left out and listed in the
-    summary (``skipped``) instead. ``source_index`` numbers the part's rows.
+    summary (``skipped``) instead. ``source_index`` numbers the part's rows. A hand-written
+    ``bench`` gets the schema's defaults (:func:`sure_ood.defaults.with_defaults`).
     """
+    bench = with_defaults("benchmark", bench)
     _check_root(bench)
     known, _ = _classes(bench, [])
     problems: list[str] = []
@@ -381,9 +384,7 @@ def prepare_imagefolder(bench: dict, workers: int = 1):
         frame, skip = _frame(split, entries, bad, to_label.__getitem__)
         skipped += skip
         if split == "train" and "val" not in per_split:
-            val = holdout(
-                frame["class_id"].to_numpy(), float(bench.get("val_fraction", 0.01)), bench["seed"]
-            )
+            val = holdout(frame["class_id"].to_numpy(), float(bench["val_fraction"]), bench["seed"])
             frames += [frame[~val], frame[val].assign(split="val")]
         else:
             frames.append(frame)
@@ -406,6 +407,7 @@ def prepare_imagefolder_ood(bench: dict, split: str, known: Sequence[str], worke
     """Scan, check and list one OOD split of an imagefolder benchmark (its own part:
     ``source_index`` numbers its rows, labels are -1); ``(manifest DataFrame, summary)``.
     ``known``: the in-distribution classes (no OOD class may be one of them)."""
+    bench = with_defaults("benchmark", bench)
     _check_root(bench)
     _, ood_classes = _classes(bench, [split])
     problems: list[str] = []

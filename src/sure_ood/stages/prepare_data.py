@@ -110,7 +110,7 @@ def _prepare_arrays_ood(bench: dict, split: str, known: list[int]):
             "(its unknown classes)"
         )
     class_ids = _array_source(bench, unknown)
-    idx = split_unknown(class_ids, unknown, bench.get("ood_fraction", 1.0), bench["seed"])
+    idx = split_unknown(class_ids, unknown, bench["ood_fraction"], bench["seed"])
     summary = {
         "benchmark": bench["name"],
         "split": split,
@@ -181,8 +181,12 @@ def prepare(bench: dict, out_dir: Path, workers: int | None = None, part: str = 
     """Prepare ``part`` (``id``, an OOD split, or ``all``) into ``out_dir``; return its summary
     (``all``: the ID summary with every split's counts, skipped files, the OOD splits' classes
     ``ood_classes`` and their union ``unknown_classes``). Every part asked for is checked,
-    and every problem reported in one error, before any file is written."""
-    ood_splits = list(bench.get("ood_splits") or ["ood_test"])
+    and every problem reported in one error, before any file is written. A hand-written
+    ``bench`` gets the schema's defaults (:func:`sure_ood.defaults.with_defaults`)."""
+    from sure_ood.defaults import with_defaults
+
+    bench = with_defaults("benchmark", bench)
+    ood_splits = list(bench["ood_splits"])
     if part not in (ALL_PARTS, ID_PART, *ood_splits):
         raise InputError(
             f"--part {part!r}: not {ALL_PARTS!r}, {ID_PART!r} nor an OOD split of "
