@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 
 import pytest
 from conftest import ROOT, copy_workflow, run_snakemake
@@ -52,7 +53,11 @@ def test_the_readme_has_commands_with_counts():
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    return copy_workflow(tmp_path_factory.mktemp("readme"))
+    """What a fresh clone has: the workflow and the committed references (with a reference of
+    its config, the default target ends with `verify`)."""
+    work = copy_workflow(tmp_path_factory.mktemp("readme"))
+    shutil.copytree(ROOT / "results/reference", work / "results/reference")
+    return work
 
 
 @pytest.mark.parametrize(("cmd", "comment"), COMMANDS, ids=[c for c, _ in COMMANDS])
