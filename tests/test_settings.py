@@ -406,3 +406,34 @@ def test_split_config_and_claim_rows_moved_from_the_rules_into_the_package():
         },
     }
     assert claim_table_rows(config) == [("t", "b"), ("t", "a"), ("t", "c")]
+
+
+def test_cluster_resources_grow_with_the_attempt(tmp_path):
+    """Every rule that declares memory or runtime asks for `attempt` x them on a retry (a job
+    killed for memory or time is not resubmitted with the same request): the rules' resources
+    as Snakemake itself evaluates them, at attempts 1 and 2."""
+    from types import SimpleNamespace
+
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    work = copy_workflow(tmp_path)
+    with SnakemakeApi(OutputSettings(quiet=True)) as api:
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(configfiles=[work / "config/config.yaml"]),
+            snakefile=work / "Snakefile",
+            workdir=work,
+        )._workflow
+        wildcards = SimpleNamespace(recipe="sure")  # a recipe that trains (train_runtime)
+        checked = set()
+        for rule in workflow.rules:
+            for key in ("mem_mb", "runtime"):
+                if key not in rule.resources:
+                    continue
+                first, second = (
+                    rule.resources[key].evaluate(wildcards, attempt=a).value for a in (1, 2)
+                )
+                assert second == 2 * first > 0, (rule.name, key, first, second)
+                checked.add(rule.name)
+    assert {"train", "extract", "odin", "score", "fuse", "evaluate", "claims"} <= checked

@@ -24,8 +24,8 @@ rule claims:
     benchmark:
         f"results/benchmarks/{BENCH}/tables/claims.tsv"
     resources:
-        mem_mb=res("claims", "mem_mb"),
-        runtime=res("claims", "runtime"),
+        mem_mb=grow("claims", "mem_mb"),
+        runtime=grow("claims", "runtime"),
     params:
         code=code_version("claims"),
         args=job_args("claims", tables_args),
