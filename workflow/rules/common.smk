@@ -81,14 +81,14 @@ def job(stage, options, name=None, settings=None):
     return job_file(JOBS, stage, options, name, settings)
 
 
-def job_args(stage, arguments, threads=False):
+def job_args(stage, arguments, with_threads=False):
     """A params function: the job's resolved arguments in one job file,
     `jobs/<stage>/<digest>.json`, whose path the command names with `--job`: the options of
     its settings' job file (`input.job`, when the rule has one), then its own arguments,
     `arguments(wildcards, input, output)` -> options (its input and output paths and values
-    taken from its wildcards), then `--threads` (with `threads=True`). So a command stays short
-    (a row of 3 replicates x 5 views reads 15 score files and 30 feature caches) and still
-    reruns the job by hand. The settings' job file stays the rule's (ancient) input: the rerun
+    taken from its wildcards), then `--threads` (with `with_threads=True`). So a command stays
+    short (a row of 3 replicates x 5 views reads 15 score files and 30 feature caches) and
+    still reruns the job by hand. The settings' job file stays the rule's (ancient) input: the rerun
     trigger of a changed setting; this file's path changes only with the job's own values.
     """
 
@@ -105,7 +105,6 @@ def job_args(stage, arguments, threads=False):
             options["--threads"] = threads
         return job(stage, options, settings=settings)
 
-    with_threads = threads
     return write
 
 

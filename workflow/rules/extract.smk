@@ -28,7 +28,7 @@ for extract_name, shape in extract_shapes().items():
             code=code_version("extract"),
             benchmark=get_bench_identity("extract"),
             # the test model, splits, view, shard and outputs (common.smk extract_args)
-            args=job_args("extract", extract_args, threads=True),
+            args=job_args("extract", extract_args, with_threads=True),
         # input.job: batch size, device, GPU options and the number of shards
         shell:
             "sure-ood extract --job {BENCH_JOB} --job {params.args:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule odin:
     params:
         code=code_version("odin"),
         benchmark=get_bench_identity("odin"),
-        args=job_args("odin", odin_args, threads=True),
+        args=job_args("odin", odin_args, with_threads=True),
     # input.job: T, epsilon and std scaling (from the path levels of ODIN_LEVELS), the
     # device, precision, loader workers and batch size (config compute.odin)
     shell:

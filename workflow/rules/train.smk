@@ -25,7 +25,7 @@ rule train:
         # the seed, data, parent weights, the resumable state (outside the declared outputs:
         # a failed or preempted job keeps it, and the rerun resumes from the last finished
         # epoch) and the outputs (common.smk train_args)
-        args=job_args("train", train_args, threads=True),
+        args=job_args("train", train_args, with_threads=True),
     # input.job: model and recipe subtrees, device, GPU options (amp, channels-last, workers)
     shell:
         "{params.launcher} train --job {BENCH_JOB} --job {params.args:q} > {log:q} 2>&1"
