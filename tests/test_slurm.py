@@ -131,15 +131,33 @@ class JobRecorder(threading.Thread):
             if "JobId" in rec:
                 self.jobs[rec["JobId"]] = rec
 
+    def _states(self) -> list[tuple[str, float]]:
+        """(SLURM comment of the train job that owns it, mtime) of every saved state: the
+        SLURM plugin names a job `rule_train_wildcards_` + its wildcard values joined by `_`,
+        and a run's state lives in runs/model~M/recipe~R/seed~S/state/."""
+        out = []
+        for p in (self.preempt_in / "results").glob("*/runs/**/state.pt"):
+            levels = dict(
+                part.split("~", 1) for part in p.relative_to(self.preempt_in).parts if "~" in part
+            )
+            wildcards = "_".join(levels[k] for k in ("model", "recipe", "seed"))
+            try:
+                out.append((f"rule_train_wildcards_{wildcards}", p.stat().st_mtime))
+            except FileNotFoundError:  # replaced atomically between glob and stat
+                pass
+        return out
+
     def maybe_preempt(self) -> None:
         if self.preempt_in is None or self.requeued:
             return
         for rec in self.jobs.values():
             if rec.get("Comment", "").startswith("rule_train") and rec["JobState"] == "RUNNING":
                 seen = self._running_since.setdefault(rec["JobId"], time.time())
-                states = (self.preempt_in / "results").glob("*/runs/**/state.pt")
-                if not any(p.stat().st_mtime > seen for p in states):
-                    return  # this job has not saved an epoch yet
+                # only this job's own state counts: with several train jobs running at once,
+                # another run's saved epoch says nothing about this one
+                own = [p for p in self._states() if p[0] == rec["Comment"]]
+                if not any(mtime > seen for _, mtime in own):
+                    continue  # this job has not saved an epoch yet
                 try:
                     self.cluster.run("scontrol", "requeue", rec["JobId"])
                     self.requeued = rec["JobId"]
