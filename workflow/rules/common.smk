@@ -127,9 +127,8 @@ def res(rule_name, key):
 # extra job its start-up (importing torch and timm, ~5 CPU s; docs/performance.md).
 EXTRACT_SHARDS = SETTINGS.extract_shards
 SPLIT_STEM = "split~{split}/shard~{shard}" if EXTRACT_SHARDS > 1 else "split~{split}"
-FEATURES = f"{OUT}/features/{{test_model}}/view~{{view}}"
-EXTRACT_OUTPUT = f"{FEATURES}/{SPLIT_STEM}.npz"
 EXTRACT_STEM = f"features/{{test_model}}/view~{{view}}/{SPLIT_STEM}"
+EXTRACT_OUTPUT = f"{OUT}/{EXTRACT_STEM}.npz"
 
 
 def extract_args(wildcards, input, output):
@@ -341,6 +340,7 @@ def make_test_model_args(wildcards, input, output):
 
 
 def feature_path(test_model, view, split):
+    """One split's feature cache (a pattern when given "{test_model}", "{view}", "{split}")."""
     return f"{OUT}/features/{test_model}/view~{view}/split~{split}.npz"
 
 

@@ -3,7 +3,7 @@ rule merge_features:
     input:
         shards=get_feature_shards,
     output:
-        f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
+        feature_path("{test_model}", "{view}", "{split}"),
     log:
         f"results/logs/{BENCH}/features/{{test_model}}/view~{{view}}/split~{{split}}.merge.log",
     benchmark:

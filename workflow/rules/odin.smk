@@ -1,7 +1,7 @@
 rule odin:
     input:
         model=f"{OUT}/test_models/{{test_model}}/model.safetensors",
-        features=f"{OUT}/features/{{test_model}}/view~{{view}}/split~{{split}}.npz",
+        features=feature_path("{test_model}", "{view}", "{split}"),
         manifest=split_manifest("{split}"),
         job=ancient(get_odin_job),
     output:
