@@ -236,6 +236,31 @@ def _check(tmp_path, ref, **kw):
     return {r["row"]: r for r in rep["rows"]}, rep
 
 
+def test_reference_copies_the_claims_table_when_the_run_has_one(tmp_path, ref):
+    assert sorted(p.name for p in (ref / "tables").iterdir()) == ["t.csv", "t.md"]
+    run = _make_run(tmp_path / "c")
+    (run / "tables" / "claims.csv").write_text("claim,verdict\nx,reproduced\n")
+    (run / "tables" / "claims.md").write_text("| claim | verdict |\n")
+    dest = tmp_path / "reference_c" / "toy"
+    m = verify.write_reference(run, dest)
+    assert (dest / "tables" / "claims.csv").read_text() == "claim,verdict\nx,reproduced\n"
+    assert m["tables"] == ["t"]  # not a table of rows: verify compares rows only
+    assert m["files"]["tables/claims.csv"] == _sha(dest / "tables" / "claims.csv")
+
+
+@pytest.mark.parametrize("bench", ["digits_osr", "mnist_osr"])
+def test_committed_reference_files_match_their_manifest(bench):
+    """Every file of a committed reference is the run's file its manifest names (sha256)."""
+    ref = ROOT / "results" / "reference" / bench
+    if not (ref / "manifest.json").exists():
+        pytest.skip(f"no committed {bench} reference")
+    files = json.loads((ref / "manifest.json").read_text())["files"]
+    for p in sorted((ref / "tables").iterdir()):
+        rel = f"tables/{p.name}"
+        assert rel in files, f"{p}: not in the manifest"
+        assert _sha(p) == files[rel], f"{p}: differs from the run the manifest records"
+
+
 def test_reference_manifest_records_files_config_versions_and_mode(ref):
     m = json.loads((ref / "manifest.json").read_text())
     assert m["benchmark"] == "toy" and m["tables"] == ["t"] and m["numerics"] in numerics.MODES

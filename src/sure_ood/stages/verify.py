@@ -41,6 +41,7 @@ from sure_ood.stages.evaluate import SEED_METRICS
 
 MANIFEST = "manifest.json"
 FORMAT = 1
+CLAIMS = "claims"  # tables/claims.*, written by the claims stage (a reserved table name)
 # metric columns of a table CSV (fractions): a row's metrics, as evaluate writes them; the CI
 # columns are <metric>_lo / <metric>_hi
 METRICS = SEED_METRICS
@@ -204,7 +205,10 @@ def write_reference(run_dir: Path, dest: Path, order: list[str] | None = None) -
     missing = [t for t in tables if not (run_dir / "tables" / f"{t}.csv").exists()]
     if missing:
         raise InputError(f"{run_dir}: tables not built yet: {', '.join(missing)}")
-    for t in tables:
+    # the claims table too, when the config has claims: a cheaper schedule or another machine
+    # is judged by whether its verdicts match the reference's (benchmarks/bench_workflow.py)
+    claims = [CLAIMS] if (run_dir / "tables" / f"{CLAIMS}.csv").exists() else []
+    for t in tables + claims:
         for ext in ("csv", "md"):
             src = run_dir / "tables" / f"{t}.{ext}"
             write_text(dest / "tables" / src.name, src.read_text())
