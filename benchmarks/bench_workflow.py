@@ -23,6 +23,15 @@ Copies what a user checks out (Snakefile, workflow/, config/, envs/) into a temp
 ``--numerics both`` measures the cost of portable mode: the full run once per mode, each in a
 fresh copy, alternating ``--numerics-repeats`` times, and prints portable / native wall time
 (target <= 1.3x). Measure it on an idle machine.
+
+``--set KEY=VALUE`` (repeatable) sets a dotted key of the copied config file for every run,
+e.g. ``--set recipes.sure.epochs=2`` (VALUE is YAML; an unknown key is an error). After each
+full run the run's claims table is compared with the committed reference's
+(``results/reference/<bench>/tables/claims.csv``): every claim's effect and verdict side by
+side, and which verdicts changed. That is the evidence a cheaper training schedule needs::
+
+    .venv/bin/python benchmarks/bench_workflow.py --numerics both \
+        --set recipes.sure.epochs=2 --set recipes.sure_crl.epochs=2 --json schedule.json
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import yaml
 from machine import cpu_model, load_average
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,6 +430,98 @@ def print_report(res: dict) -> None:
             )
 
 
+def config_args(numerics: str | None) -> tuple[str, ...]:
+    """Snakemake's ``--config`` for a numerics mode (None: the config file's)."""
+    return ("--config", f"numerics={numerics}") if numerics else ()
+
+
+def override_config(path: Path, overrides: list[str]) -> None:
+    """Set dotted ``KEY=VALUE`` pairs (VALUE is YAML) in the copied config file ``path``.
+
+    Written into the copy rather than passed as Snakemake's ``--config``, which reads nested
+    values as strings. A key that is not in the file is an error (a typo would otherwise
+    measure the unchanged config)."""
+    if not overrides:
+        return
+    config = yaml.safe_load(path.read_text())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. recipes.sure.epochs=2")
+        *parents, leaf = key.split(".")
+        node = config
+        for depth, part in enumerate(parents):
+            if not isinstance(node.get(part), dict):
+                where = ".".join(parents[: depth + 1])
+                raise SystemExit(f"--set {item!r}: {where} is not a section of {path.name}")
+            node = node[part]
+        if leaf not in node:
+            raise SystemExit(f"--set {item!r}: {key} is not a key of {path.name}")
+        node[leaf] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def read_claims(path: Path) -> dict[str, dict]:
+    """``{claim id: row}`` of a claims CSV (the claims stage's columns)."""
+    with open(path, newline="") as fh:
+        return {r["claim"]: r for r in csv.DictReader(fh)}
+
+
+def compare_claims(run_csv: Path, ref_csv: Path) -> dict:
+    """Each claim's Δ AUROC (points) [interval] and verdict in the reference and in the run,
+    and the claims whose verdict differs (a claim missing on one side counts as changed)."""
+    ours, ref = read_claims(run_csv), read_claims(ref_csv)
+
+    def effect(r: dict | None) -> dict | None:
+        if r is None:
+            return None
+        d, lo, hi = (100 * float(r[f"auroc_delta{k}"]) for k in ("", "_lo", "_hi"))
+        return {
+            "auroc_delta_pp": round(d, 2),
+            "ci": [round(lo, 2), round(hi, 2)],
+            "verdict": r["verdict"],
+        }
+
+    rows = []
+    for cid in list(ref) + [c for c in ours if c not in ref]:
+        a, b = effect(ref.get(cid)), effect(ours.get(cid))
+        changed = a is None or b is None or a["verdict"] != b["verdict"]
+        rows.append({"claim": cid, "reference": a, "run": b, "changed": changed})
+    return {
+        "reference": str(ref_csv),
+        "claims": rows,
+        "changed": [r["claim"] for r in rows if r["changed"]],
+    }
+
+
+def claims_against_reference(work: Path) -> dict | None:
+    """:func:`compare_claims` of the run in ``work`` with the repository's committed reference,
+    printed; None when the run or the reference has no claims table."""
+    runs = sorted(work.glob("results/*/tables/claims.csv"))
+    if not runs:
+        return None
+    ref = ROOT / "results" / "reference" / runs[0].parent.parent.name / "tables" / "claims.csv"
+    if not ref.exists():
+        return None
+    cmp = compare_claims(runs[0], ref)
+
+    def fmt(e: dict | None) -> str:
+        return (
+            "-"
+            if e is None
+            else (
+                f"{e['auroc_delta_pp']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] {e['verdict']}"
+            )
+        )
+
+    print(f"claims vs {ref.relative_to(ROOT)} (Δ AUROC, points):")
+    for r in cmp["claims"]:
+        mark = "  CHANGED" if r["changed"] else ""
+        print(f"  {r['claim']:<28} {fmt(r['reference']):<44} -> {fmt(r['run'])}{mark}")
+    print(f"  {len(cmp['changed'])} of {len(cmp['claims'])} verdicts changed", flush=True)
+    return cmp
+
+
 def numerics_cost(args) -> int:
     """Wall and CPU time of the full run in native and in portable mode (fresh copies,
     alternating), and the portable / native ratio of the medians."""
@@ -429,13 +531,15 @@ def numerics_cost(args) -> int:
             work = Path(tempfile.mkdtemp(prefix=f"sure_ood_bench_{mode}_"))
             try:
                 copy_workflow(work)
+                override_config(work / args.config_file, args.set)
                 load0 = load_average()
                 # everything but verify, in both modes: the committed reference is a portable
                 # run of the shipped config, so a native run's verify would rightly fail
                 cmd = snakemake_cmd(
                     args.cores,
                     args.config_file,
-                    *("--config", f"numerics={mode}", "--omit-from", "verify"),
+                    *config_args(mode),
+                    *("--omit-from", "verify"),
                 )
                 code, wall, cpu, rss, _ = timed(
                     cmd, work, log=work / "run.log", timeout=args.timeout
@@ -454,6 +558,7 @@ def numerics_cost(args) -> int:
                 if code != 0:
                     print((work / "run.log").read_text()[-3000:])
                     return 1
+                runs[mode][-1]["claims"] = claims_against_reference(work)
             finally:
                 if not args.keep:
                     shutil.rmtree(work, ignore_errors=True)
@@ -462,6 +567,7 @@ def numerics_cost(args) -> int:
     print(f"portable / native wall time: {ratio:.2f}x (target <= 1.3x; {args.config_file})")
     if args.json:
         res = {"cpu": cpu_model(), "cores": args.cores, "configfile": args.config_file}
+        res["overrides"] = args.set
         res.update(numerics=runs, median_wall_s=med, portable_over_native=round(ratio, 3))
         args.json.write_text(json.dumps(res, indent=2))
     return 0
@@ -492,16 +598,24 @@ def main(argv: list[str] | None = None) -> int:
         help="numerics mode of the run; both = portable vs native wall time",
     )
     ap.add_argument("--numerics-repeats", type=int, default=1, help="with --numerics both")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a dotted key of the copied config file, e.g. recipes.sure.epochs=2 (repeatable)",
+    )
     args = ap.parse_args(argv)
     if args.numerics == "both":
         return numerics_cost(args)
-    numerics_args = () if args.numerics == "config" else ("--config", f"numerics={args.numerics}")
+    numerics_args = config_args(None if args.numerics == "config" else args.numerics)
 
     res: dict = {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "cores": args.cores,
         "configfile": args.config_file,
+        "overrides": args.set,
     }
     if args.summarise_only:
         log = args.summarise_only / "run.log"
@@ -523,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.reuse:
             copy_workflow(work)
+            override_config(work / args.config_file, args.set)
             print(
                 f"running the workflow in {work} ({args.config_file}, --cores {args.cores}); "
                 f"log: {work / 'run.log'}",
@@ -547,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 print((work / "run.log").read_text()[-4000:])
                 rc = 1
+            else:
+                res["claims"] = claims_against_reference(work)
         if rc == 0:
             times, cpus, nothing = [], [], True
             for _ in range(args.noop_repeats):

@@ -223,3 +223,65 @@ def test_published_effects_of_the_imagenet_claims():
     assert line("rw_helps_odin")["published_auroc_delta"] == pytest.approx(-0.0130)
     # best of the eight: against the strongest published other score (odin, 77.79)
     assert line("rp_gradnorm_is_best")["published_auroc_delta"] == pytest.approx(0.0218)
+
+
+# ---- benchmarks/bench_workflow.py: a run's verdicts against the reference's ----------------
+def _claims_csv(path, rows):
+    cols = "claim,auroc_delta,auroc_delta_lo,auroc_delta_hi,verdict"
+    path.write_text(cols + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+def test_bench_workflow_compares_claim_verdicts_with_the_reference(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_workflow import compare_claims
+
+    ref = _claims_csv(
+        tmp_path / "ref.csv",
+        [
+            ("a", 0.0288, 0.0034, 0.0491, "reproduced"),
+            ("b", 0.018, -0.0064, 0.0446, "inconclusive"),
+            ("c", -0.11, -0.13, -0.07, "contradicted"),
+        ],
+    )
+    run = _claims_csv(
+        tmp_path / "run.csv",
+        [
+            ("a", 0.017, -0.0257, 0.0477, "inconclusive"),
+            ("b", 0.02, -0.01, 0.05, "inconclusive"),
+            ("d", 0.01, 0.0, 0.02, "reproduced"),
+        ],
+    )
+    cmp = compare_claims(run, ref)
+    assert cmp["changed"] == ["a", "c", "d"]  # a flipped; c missing in the run; d new
+    by = {r["claim"]: r for r in cmp["claims"]}
+    assert by["a"]["reference"] == {
+        "auroc_delta_pp": 2.88,
+        "ci": [0.34, 4.91],
+        "verdict": "reproduced",
+    }
+    assert by["a"]["run"]["verdict"] == "inconclusive" and not by["b"]["changed"]
+    assert by["c"]["run"] is None and by["d"]["reference"] is None
+    assert compare_claims(ref, ref)["changed"] == []
+
+
+def test_bench_workflow_sets_dotted_keys_of_the_copied_config(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_workflow import override_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text((ROOT / "config" / "config.yaml").read_text())
+    override_config(path, ["recipes.sure.epochs=2", "replicates=5"])
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["recipes"]["sure"]["epochs"] == 2 and cfg["replicates"] == 5
+    assert (
+        cfg["recipes"]["baseline"]
+        == yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["recipes"]["baseline"]
+    )
+    for bad, named in [
+        ("recipes.sure.epoch=2", "recipes.sure.epoch"),
+        ("recipe.x=1", "recipe"),
+        ("replicates", "KEY=VALUE"),
+    ]:
+        with pytest.raises(SystemExit, match=named):
+            override_config(path, [bad])
