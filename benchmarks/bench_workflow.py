@@ -56,7 +56,7 @@ from machine import cpu_model, load_average
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NOOP_TARGET_S = 5.0
-E2E_TARGET_S = 300.0
+E2E_TARGET_S = 360.0  # issue 14: the default run, three replicates, 6 min on 2 cores
 
 # benchmark path (below results/benchmarks/<bench>/) -> rule, when no run log is available
 PATH_RULES = (

@@ -721,6 +721,7 @@ def get_verify_manifest(wildcards):
 
 
 def get_all_tables(wildcards):
-    return [
-        f"{OUT}/tables/{t}.{ext}" for t in config["tables"] for ext in ("csv", "md")
-    ]
+    """Every table of the run, and the claims table when the config has claims: what verify
+    checks and write_reference copies."""
+    tables = list(config["tables"]) + (["claims"] if config.get("claims") else [])
+    return [f"{OUT}/tables/{t}.{ext}" for t in tables for ext in ("csv", "md")]
