@@ -506,13 +506,10 @@ def claims_against_reference(work: Path) -> dict | None:
     cmp = compare_claims(runs[0], ref)
 
     def fmt(e: dict | None) -> str:
-        return (
-            "-"
-            if e is None
-            else (
-                f"{e['auroc_delta_pp']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] {e['verdict']}"
-            )
-        )
+        if e is None:
+            return "-"
+        lo, hi = e["ci"]
+        return f"{e['auroc_delta_pp']:+.2f} [{lo:+.2f}, {hi:+.2f}] {e['verdict']}"
 
     print(f"claims vs {ref.relative_to(ROOT)} (Δ AUROC, points):")
     for r in cmp["claims"]:
