@@ -156,9 +156,11 @@ def current() -> str:
 def configure_torch(threads: int = 1) -> int:
     """torch's settings for the current mode; returns the intra-op thread count it set.
 
-    portable: one intra-op thread (MKL's matrix products and ATen's reductions split their work
-    by thread count), oneDNN off (its convolution kernels block by the CPU's cache sizes; ATen's
-    own convolution runs on the pinned MKL instead), deterministic algorithms on.
+    portable: one intra-op thread (matrix products and ATen's reductions split their work by
+    thread count), oneDNN off (its convolution kernels block by the CPU's cache sizes; ATen's
+    own convolution runs on the pinned MKL instead), deterministic algorithms on, and the
+    linear layers' and attention's matrix products on numpy's pinned OpenBLAS
+    (:mod:`sure_ood.portable_blas`: MKL's one vendor-neutral branch is ~4x slower).
     native: ``threads`` threads, everything else as torch chooses.
     """
     import torch
@@ -167,6 +169,9 @@ def configure_torch(threads: int = 1) -> int:
         torch.set_num_threads(1)
         torch.backends.mkldnn.enabled = False
         torch.use_deterministic_algorithms(True, warn_only=True)
+        from sure_ood import portable_blas
+
+        portable_blas.install()
         return 1
     torch.set_num_threads(max(1, int(threads)))
     return max(1, int(threads))
