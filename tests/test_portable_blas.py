@@ -45,7 +45,7 @@ def test_linear_matches_torch_and_its_gradients(shape, bias):
     inputs = [x, w] + ([b] if bias else [])
     want = torch.autograd.grad(ref, inputs, grad)
     have = torch.autograd.grad(got, inputs, grad)
-    for h, r in zip(have, want):
+    for h, r in zip(have, want, strict=True):
         torch.testing.assert_close(h, r)
 
 

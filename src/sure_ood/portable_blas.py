@@ -94,10 +94,13 @@ class _Matmul(torch.autograd.Function):
 
 
 def _ours(*tensors: Any) -> bool:
-    return all(
-        isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype in _FLOATS
-        for t in tensors
-    ) and len({t.dtype for t in tensors}) == 1
+    return (
+        all(
+            isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype in _FLOATS
+            for t in tensors
+        )
+        and len({t.dtype for t in tensors}) == 1
+    )
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
