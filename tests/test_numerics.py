@@ -125,19 +125,19 @@ numerics.configure_torch(4)
 from sure_ood import portable_blas
 f = numpy._core._multiarray_umath.__cpu_features__
 print(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),
-      torch.backends.mkldnn.enabled, numba.config.CPU_NAME, f["X86_V3"],
-      portable_blas.installed())
+      torch.backends.mkldnn.enabled, torch._C._get_nnpack_enabled(), numba.config.CPU_NAME,
+      f["X86_V3"], portable_blas.installed())
 """
 
 
 def test_portable_pins_reach_each_library_over_a_capped_caller():
     out = _python(PROBE, {**CALLER_CAPS, numerics.ENV: "portable"})
-    assert out.split() == ["AVX2", "1", "False", "haswell", "True", "True"]
+    assert out.split() == ["AVX2", "1", "False", "False", "haswell", "True", "True"]
 
 
 def test_native_leaves_the_callers_caps_in_force():
     out = _python(PROBE, {**CALLER_CAPS, numerics.ENV: "native"})
-    assert out.split() == ["DEFAULT", "4", "True", "generic", "False", "False"]
+    assert out.split() == ["DEFAULT", "4", "True", "True", "generic", "False", "False"]
 
 
 # ---- byte-identical checkpoints -----------------------------------------------------------

@@ -157,9 +157,9 @@ def configure_torch(threads: int = 1) -> int:
     """torch's settings for the current mode; returns the intra-op thread count it set.
 
     portable: one intra-op thread (matrix products and ATen's reductions split their work by
-    thread count), oneDNN off (its convolution kernels block by the CPU's cache sizes; ATen's
-    own convolution runs on the pinned MKL instead), deterministic algorithms on, and the
-    linear layers' and attention's matrix products on numpy's pinned OpenBLAS
+    thread count), oneDNN and NNPACK off (their convolution kernels block by the CPU's cache
+    sizes; ATen's own convolution runs on the pinned MKL instead), deterministic algorithms on,
+    and the linear layers' and attention's matrix products on numpy's pinned OpenBLAS
     (:mod:`sure_ood.portable_blas`: MKL's one vendor-neutral branch is ~4x slower).
     native: ``threads`` threads, everything else as torch chooses.
     """
@@ -168,6 +168,7 @@ def configure_torch(threads: int = 1) -> int:
     if current() == "portable":
         torch.set_num_threads(1)
         torch.backends.mkldnn.enabled = False
+        torch.backends.nnpack.set_flags(False)
         torch.use_deterministic_algorithms(True, warn_only=True)
         from sure_ood import portable_blas
 
