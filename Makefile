@@ -38,7 +38,7 @@ reference: $(STAMP)
 	done
 	$(MAKE) readme
 
-## readme: regenerate the README's "What a default run prints" tables from the mnist_osr reference
+## readme: regenerate the README's "What a default run prints" tables and claim verdicts from the mnist_osr reference
 ## (the digits_osr one while mnist_osr has none)
 readme: $(STAMP)
 	ref=results/reference/mnist_osr; test -f $$ref/manifest.json || ref=results/reference/digits_osr; \

@@ -32,6 +32,11 @@ def main() -> None:
     )
     p.add_argument("--mkldnn", choices=["on", "off"], default="on", help="with --mode none")
     p.add_argument(
+        "--portable-blas",
+        action="store_true",
+        help="with --mode none: the model's products on numpy's OpenBLAS (sure_ood.portable_blas)",
+    )
+    p.add_argument(
         "--raw-threads",
         action="store_true",
         help="after the mode's torch settings, set --threads threads anyway",
@@ -51,6 +56,10 @@ def main() -> None:
         numerics.configure_torch(args.threads)
     else:
         torch.backends.mkldnn.enabled = args.mkldnn == "on"
+        if args.portable_blas:
+            from sure_ood import portable_blas
+
+            portable_blas.install()
     if args.mode == "none" or args.raw_threads:
         torch.set_num_threads(args.threads)
     out: dict[str, str] = {}
