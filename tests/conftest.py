@@ -15,6 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_functions():
+    """A stage run in the test process in portable mode installs sure_ood.portable_blas (in a
+    job it lasts the job's process); the tests after it get torch's own functions back."""
+    yield
+    portable_blas = sys.modules.get("sure_ood.portable_blas")
+    if portable_blas is not None and portable_blas.installed():
+        portable_blas.uninstall()
+
+
 def snakemake_env() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"

@@ -18,13 +18,8 @@ from sure_ood import portable_blas
 
 @pytest.fixture
 def installed():
-    was = portable_blas.installed()
+    """Installed for one test (conftest restores torch's functions after each test)."""
     portable_blas.install()
-    yield
-    if was:
-        portable_blas.install()
-    else:
-        portable_blas.uninstall()
 
 
 def _original(name):
@@ -82,6 +77,19 @@ def test_inputs_it_does_not_handle_go_to_torch():
         )
     x16, w16 = torch.randn(3, 4, dtype=torch.bfloat16), torch.randn(2, 4, dtype=torch.bfloat16)
     assert torch.equal(portable_blas.linear(x16, w16), _original("linear")(x16, w16))
+
+
+def test_torch_func_transforms_get_torchs_function(installed):
+    """Inside torch.func (vmap of grad, as pytorch-ood's GradNorm) the call goes to torch."""
+    g = torch.Generator().manual_seed(5)
+    w, x = torch.randn(3, 4, generator=g), torch.randn(6, 4, generator=g)
+
+    def loss(weight, xi):
+        return F.linear(xi, weight).logsumexp(-1)
+
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(w, x)
+    p = torch.softmax(x @ w.T, dim=-1)
+    torch.testing.assert_close(per_sample, p[:, :, None] * x[:, None, :])
 
 
 def test_installed_layers_run_on_numpys_blas(installed):

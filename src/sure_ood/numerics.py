@@ -160,7 +160,7 @@ def configure_torch(threads: int = 1) -> int:
     thread count), oneDNN and NNPACK off (their convolution kernels block by the CPU's cache
     sizes; ATen's own convolution runs on the pinned MKL instead), deterministic algorithms on,
     and the linear layers' and attention's matrix products on numpy's pinned OpenBLAS
-    (:mod:`sure_ood.portable_blas`: MKL's one vendor-neutral branch is ~4x slower).
+    (:mod:`sure_ood.portable_blas`: MKL's one vendor-neutral branch is ~3x slower).
     native: ``threads`` threads, everything else as torch chooses.
     """
     import torch

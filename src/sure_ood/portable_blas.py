@@ -3,20 +3,21 @@
 Why this exists: a CPU-independent result needs a matrix product whose code does not depend on
 the CPU. MKL (torch's CPU BLAS) offers that only in its COMPATIBLE branch, which is SSE2 code:
 its faster branches are documented for Intel CPUs only and fall back to vendor-dependent code
-on AMD. On the default benchmark's shapes, MKL COMPATIBLE is ~4x slower than MKL's native path
+on AMD. On the default benchmark's shapes, MKL COMPATIBLE is ~3x slower than MKL's native path
 (docs/reproducibility.md). numpy's OpenBLAS, pinned by ``numerics.PINS`` to its Haswell kernels
-(AVX2 + FMA) and one thread, runs the same code on every x86-64 CPU with AVX2, within ~10 % of
-MKL's native speed on these shapes. No library routes torch's CPU matrix products to another
+(AVX2 + FMA) and one thread, runs the same code on every x86-64 CPU with AVX2, within a few per
+cent of MKL's native speed here. No library routes torch's CPU matrix products to another
 BLAS, hence this module.
 
 :func:`install` replaces ``torch.nn.functional.linear`` (``nn.Linear``, timm's layers, the
 cosine head) and ``torch.nn.functional.scaled_dot_product_attention`` (timm's fused attention)
 with versions whose forward and backward products are numpy matmuls, inside autograd Functions.
 They handle CPU float32/float64 tensors; anything else (CUDA, other dtypes, attention masks,
-dropout, causal attention) goes to torch's own function, which in portable mode still runs on
-MKL's COMPATIBLE branch, so every path stays pinned. Replacing two module attributes (rather
-than a ``TorchFunctionMode``, which sees every torch call) keeps the rest of a training step
-free of Python overhead: a mode cost ~20 % of a step here.
+dropout, causal attention, calls inside ``torch.func`` transforms) goes to torch's own function,
+which in portable mode still runs on MKL's COMPATIBLE branch, so every path stays pinned.
+Replacing two module attributes (rather than a ``TorchFunctionMode``, which sees every torch
+call) keeps the rest of a training step free of Python overhead: a mode cost ~20 % of a step
+here.
 
 Attention is computed as ``softmax(q k^T * scale) v`` (Vaswani et al., 2017), the formula of
 timm's non-fused path; ATen's softmax runs on its pinned AVX2 kernels.
@@ -94,6 +95,10 @@ class _Matmul(torch.autograd.Function):
 
 
 def _ours(*tensors: Any) -> bool:
+    """Plain CPU float tensors of one dtype, outside torch.func transforms (vmap, grad: their
+    wrapped tensors have no numpy view, and these Functions define no vmap rule)."""
+    if torch._C._are_functorch_transforms_active():
+        return False
     return (
         all(
             isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype in _FLOATS
