@@ -111,7 +111,7 @@ def _ours(*tensors: Any) -> bool:
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     """``torch.nn.functional.linear`` with its products on numpy's BLAS (CPU floats)."""
     operands = (input, weight) if bias is None else (input, weight, bias)
-    if input.dim() >= 1 and weight.dim() == 2 and _ours(*operands):
+    if _ours(*operands) and input.dim() >= 1 and weight.dim() == 2:  # tensors first (FX proxies)
         return _Linear.apply(input, weight, bias)
     return _ORIGINAL["linear"](input, weight, bias)
 
