@@ -25,6 +25,7 @@ import sys
 import time
 
 from machine import cpu_model, load_average
+from probe_numerics import default_model
 
 SETTINGS = ("native", "portable", "portable-mkl")
 # (K, N) of the four linear layers of the default model (embed 96, MLP 384): qkv, proj, fc1, fc2
@@ -69,18 +70,7 @@ def inner(setting: str, steps: int, repeats: int) -> dict:
     from sure_ood.models import build_model, model_spec
 
     torch.manual_seed(0)
-    cfg = {
-        "arch": "deit3_small_patch16_224",
-        "img_size": 28,
-        "in_chans": 1,
-        "timm_kwargs": {
-            "patch_size": 7,
-            "depth": 4,
-            "embed_dim": 96,
-            "num_heads": 3,
-            "init_values": 0,
-        },
-    }
+    cfg = default_model()
     model = build_model(model_spec(cfg, 6, {"head": "linear"}))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     gen = torch.Generator().manual_seed(1)

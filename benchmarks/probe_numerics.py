@@ -18,6 +18,15 @@ import argparse
 import hashlib
 import json
 import time
+from pathlib import Path
+
+
+def default_model() -> dict:
+    """The default config's model (``models.deit3_tiny`` in config/config.yaml)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    return yaml.safe_load((root / "config" / "config.yaml").read_text())["models"]["deit3_tiny"]
 
 
 def main() -> None:
@@ -64,18 +73,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out: dict[str, str] = {}
     torch.manual_seed(0)
-    cfg = {
-        "arch": "deit3_small_patch16_224",
-        "img_size": 28,
-        "in_chans": 1,
-        "timm_kwargs": {
-            "patch_size": 7,
-            "depth": 4,
-            "embed_dim": 96,
-            "num_heads": 3,
-            "init_values": 0,
-        },
-    }
+    cfg = default_model()
     model = build_model(model_spec(cfg, 6, {"head": "cosine", "cos_temperature": 8.0}))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     g = torch.Generator().manual_seed(1)
